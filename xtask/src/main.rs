@@ -1,0 +1,46 @@
+//! Project automation (`cargo xtask <command>`), the rust-analyzer way: one binary,
+//! plain std, no shell scripts.
+
+mod dev;
+mod infra;
+mod test;
+mod tools;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  dev            bring up the whole system locally (broker, IoT endpoint, OpenSearch, functions, gateway)
+  test           run every check: fmt, clippy -D warnings, unit, integration and infra tests
+  infra-check    offline checks of infra/: cfn-lint, sam validate --lint, CDK assertions
+  build-lambda   cargo lambda build --release of the three functions
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match command.as_str() {
+        "dev" => dev::run(rest),
+        "test" => test::run(rest),
+        "infra-check" => infra::check(rest),
+        "build-lambda" => tools::build_lambda(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Finding and installing the tools the project runs: a project-local Python virtualenv
+//! under `target/venv` (cargo-lambda, osmem-server, moto, cfn-lint, aws-sam-cli) and npm
+//! packages from committed lockfiles.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+/// The workspace root (the parent of `xtask/`).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(manifest)
+}
+
+pub fn venv_dir() -> PathBuf {
+    root().join("target").join("venv")
+}
+
+/// Path of an executable installed in the project virtualenv.
+pub fn venv_bin(name: &str) -> PathBuf {
+    venv_dir().join("bin").join(name)
+}
+
+/// Runs a command to completion, failing with its name if it does not exit 0.
+pub fn run(command: &mut Command) -> Result {
+    eprintln!("$ {}", describe(command));
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot start `{}`: {e}", describe(command)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed with {status}", describe(command)))
+    }
+}
+
+pub fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// Makes sure the project virtualenv exists and holds `packages` (pip requirement
+/// specifiers). Only missing executables trigger a pip run, so repeated calls are cheap.
+/// `wanted_bins` names one executable per package that proves it is installed.
+pub fn ensure_python_tools(packages: &[(&str, &str)]) -> Result {
+    let venv = venv_dir();
+    if !venv_bin("python").exists() {
+        let python = find_python()?;
+        run(Command::new(python).arg("-m").arg("venv").arg(&venv))?;
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, bin)| !venv_bin(bin).exists())
+        .map(|(spec, _)| *spec)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new(venv_bin("python"))
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(&missing))
+}
+
+fn find_python() -> Result<&'static str> {
+    for candidate in ["python3", "python"] {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            return Ok(candidate);
+        }
+    }
+    Err("no python3 on PATH: install Python 3 with pip".into())
+}
+
+/// cargo-lambda from PyPI into the project virtualenv.
+pub fn ensure_cargo_lambda() -> Result<PathBuf> {
+    ensure_python_tools(&[("cargo-lambda", "cargo-lambda")])?;
+    Ok(venv_bin("cargo-lambda"))
+}
+
+/// A PATH with the virtualenv's bin first, so `cargo lambda` finds the venv's cargo-lambda.
+pub fn path_with_venv() -> String {
+    let mut path = venv_dir().join("bin").to_string_lossy().into_owned();
+    if let Ok(existing) = std::env::var("PATH") {
+        path.push(':');
+        path.push_str(&existing);
+    }
+    path
+}
+
+pub fn build_lambda(args: &[String]) -> Result {
+    ensure_cargo_lambda()?;
+    run(Command::new("cargo")
+        .current_dir(root())
+        .env("PATH", path_with_venv())
+        .args(["lambda", "build", "--release"])
+        .args(args))
+}
