@@ -1,0 +1,352 @@
+// The sensor ingest backend as a CDK stack: the same resources as infra/template.yaml (SAM).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as iot from 'aws-cdk-lib/aws-iot';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as opensearch from 'aws-cdk-lib/aws-opensearchservice';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import { RustFunction } from 'cargo-lambda-cdk';
+import { Construct } from 'constructs';
+
+/** The three functions: crate (= package = binary) name, API route, default index, measures. */
+export const SENSORS = [
+  { name: 'gasdetector', index: 'gasdetect', id: 'Gasdetector' },
+  { name: 'dust', index: 'dust', id: 'Dust' },
+  { name: 'temp', index: 'temp', id: 'Temp' },
+] as const;
+
+export interface ExistingOpenSearch {
+  /** https://... endpoint of a domain or an OpenSearch Serverless collection. */
+  readonly endpoint: string;
+  /** arn:aws:es:<region>:<account>:domain/<name> or arn:aws:aoss:<region>:<account>:collection/<id>. */
+  readonly arn: string;
+  /** SigV4 service: `es` (domain, default) or `aoss` (Serverless). */
+  readonly service?: 'es' | 'aoss';
+}
+
+export interface SensorIngestStackProps extends StackProps {
+  /** Lambda architecture; default arm64 (cargo lambda cross-compiles with zig). */
+  readonly architecture?: 'arm64' | 'x86_64';
+  /** Warnings go to `<topicPrefix>/<groupid>`; the functions may publish under it only. Default `pi`. */
+  readonly topicPrefix?: string;
+  /** Boxes publish to `<root>/<thing>/data/<sensor>` and set their Last Will on `<root>/<thing>/lwt`. Default `devices`. */
+  readonly deviceTopicRoot?: string;
+  /** Create the topic rules routing MQTT readings to the functions. Default true. */
+  readonly iotDataRules?: boolean;
+  /** https://xxxx-ats.iot.<region>.amazonaws.com; default: looked up at deploy time (iot:DescribeEndpoint). */
+  readonly iotDataEndpoint?: string;
+  /** Use this OpenSearch endpoint instead of creating a domain. */
+  readonly existingOpenSearch?: ExistingOpenSearch;
+  readonly domainName?: string;
+  readonly domainInstanceType?: string;
+  readonly domainInstanceCount?: number;
+  readonly domainVolumeGiB?: number;
+  /** Also create an HTTP API (v2). Default false. */
+  readonly httpApi?: boolean;
+  /** Authorization of the HTTP API routes. Default AWS_IAM. */
+  readonly httpApiAuthorization?: 'AWS_IAM' | 'NONE';
+  readonly stageName?: string;
+  readonly throttleRateLimit?: number;
+  readonly throttleBurstLimit?: number;
+  readonly quotaLimit?: number;
+  readonly quotaPeriod?: apigw.Period;
+  readonly logRetention?: logs.RetentionDays;
+  readonly memorySize?: number;
+  readonly timeout?: Duration;
+  /** chrono date suffix of the index names, e.g. `-%Y.%m`. Default none. */
+  readonly indexSuffix?: string;
+  /** RULES: JSON threshold overrides. */
+  readonly rules?: string;
+  readonly deviceTimezone?: string;
+  readonly ackMessages?: boolean;
+  readonly rustLog?: string;
+  /** Workspace root (holds functions/<name>/Cargo.toml); default: found upwards from this file. */
+  readonly repoRoot?: string;
+}
+
+/** Walks up from `start` to the directory holding functions/gasdetector/Cargo.toml. */
+export function findRepoRoot(start: string = __dirname): string {
+  let dir = path.resolve(start);
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'functions', 'gasdetector', 'Cargo.toml'))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`no functions/gasdetector/Cargo.toml above ${start}`);
+    dir = parent;
+  }
+}
+
+export class SensorIngestStack extends Stack {
+  readonly functions: Record<string, RustFunction> = {};
+  readonly restApi: apigw.RestApi;
+  readonly domain?: opensearch.Domain;
+
+  constructor(scope: Construct, id: string, props: SensorIngestStackProps = {}) {
+    super(scope, id, props);
+    const topicPrefix = props.topicPrefix ?? 'pi';
+    const deviceRoot = props.deviceTopicRoot ?? 'devices';
+    const repoRoot = props.repoRoot ?? findRepoRoot();
+    const architecture = props.architecture === 'x86_64' ? lambda.Architecture.X86_64 : lambda.Architecture.ARM_64;
+    const retention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    const iotArn = (resource: string, resourceName: string) =>
+      this.formatArn({ service: 'iot', resource, resourceName });
+
+    // ------------------------------------------------------------ OpenSearch
+    let openSearchUrl: string;
+    let indexStatement: iam.PolicyStatement;
+    let openSearchService: 'es' | 'aoss' = 'es';
+    if (props.existingOpenSearch) {
+      const existing = props.existingOpenSearch;
+      openSearchUrl = existing.endpoint;
+      openSearchService = existing.service ?? 'es';
+      indexStatement = openSearchService === 'aoss'
+        ? new iam.PolicyStatement({ sid: 'IndexReadings', actions: ['aoss:APIAccessAll'], resources: [existing.arn] })
+        : new iam.PolicyStatement({
+          sid: 'IndexReadings', actions: ['es:ESHttpPost', 'es:ESHttpPut'], resources: [`${existing.arn}/*`],
+        });
+    } else {
+      const domainName = props.domainName ?? 'sensor-readings';
+      const domainArn = this.formatArn({ service: 'es', resource: 'domain', resourceName: domainName });
+      this.domain = new opensearch.Domain(this, 'OpenSearchDomain', {
+        domainName,
+        version: opensearch.EngineVersion.OPENSEARCH_2_19,
+        capacity: {
+          dataNodes: props.domainInstanceCount ?? 1,
+          dataNodeInstanceType: props.domainInstanceType ?? 't3.small.search',
+          multiAzWithStandbyEnabled: false,
+        },
+        ebs: { enabled: true, volumeSize: props.domainVolumeGiB ?? 10, volumeType: ec2.EbsDeviceVolumeType.GP3 },
+        encryptionAtRest: { enabled: true },
+        nodeToNodeEncryption: true,
+        enforceHttps: true,
+        tlsSecurityPolicy: opensearch.TLSSecurityPolicy.TLS_1_2,
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+      // The domain trusts the account; IAM policies decide who may do what. Set on the
+      // CloudFormation resource itself: the ARN is built from the name, so there is no cycle
+      // and no need for the custom resource that the `accessPolicies` prop creates.
+      (this.domain.node.defaultChild as opensearch.CfnDomain).accessPolicies = {
+        Version: '2012-10-17',
+        Statement: [{
+          Effect: 'Allow',
+          Principal: { AWS: new iam.AccountRootPrincipal().arn },
+          Action: 'es:ESHttp*',
+          Resource: `${domainArn}/*`,
+        }],
+      };
+      openSearchUrl = `https://${this.domain.domainEndpoint}`;
+      indexStatement = new iam.PolicyStatement({
+        sid: 'IndexReadings', actions: ['es:ESHttpPost', 'es:ESHttpPut'], resources: [`${domainArn}/*`],
+      });
+    }
+
+    // ------------------------------------------------------------ IoT data endpoint
+    let iotDataEndpoint = props.iotDataEndpoint;
+    if (!iotDataEndpoint) {
+      const lookup = new cr.AwsCustomResource(this, 'IotEndpoint', {
+        onUpdate: {
+          service: 'Iot',
+          action: 'describeEndpoint',
+          parameters: { endpointType: 'iot:Data-ATS' },
+          physicalResourceId: cr.PhysicalResourceId.of('iot-data-ats-endpoint'),
+        },
+        // DescribeEndpoint has no resource-level permissions.
+        policy: cr.AwsCustomResourcePolicy.fromSdkCalls({ resources: cr.AwsCustomResourcePolicy.ANY_RESOURCE }),
+        installLatestAwsSdk: false,
+      });
+      iotDataEndpoint = `https://${lookup.getResponseField('endpointAddress')}`;
+    }
+
+    // ------------------------------------------------------------ functions
+    const publishStatement = new iam.PolicyStatement({
+      sid: 'PublishWarnings', actions: ['iot:Publish'], resources: [iotArn('topic', `${topicPrefix}/*`)],
+    });
+    for (const sensor of SENSORS) {
+      const logGroup = new logs.LogGroup(this, `${sensor.id}LogGroup`, {
+        retention,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      const environment: Record<string, string> = {
+        AWS_ENDPOINT_URL_IOT_DATA_PLANE: iotDataEndpoint,
+        OPENSEARCH_URL: openSearchUrl,
+        OPENSEARCH_AUTH: 'sigv4',
+        OPENSEARCH_SERVICE: openSearchService,
+        INDEX: `${sensor.index}${props.indexSuffix ?? ''}`,
+        TOPIC_TEMPLATE: `${topicPrefix}/{groupid}`,
+        ACK_MESSAGES: props.ackMessages ? 'true' : 'false',
+        DEVICE_TIMEZONE: props.deviceTimezone ?? 'UTC',
+        RUST_LOG: props.rustLog ?? 'info',
+      };
+      if (props.rules) environment.RULES = props.rules;
+      const fn = new RustFunction(this, `${sensor.id}Function`, {
+        manifestPath: path.join(repoRoot, 'functions', sensor.name),
+        bundling: { architecture },
+        description: `POST /${sensor.name}`,
+        memorySize: props.memorySize ?? 128,
+        timeout: props.timeout ?? Duration.seconds(15),
+        logGroup,
+        environment,
+      });
+      fn.addToRolePolicy(publishStatement);
+      fn.addToRolePolicy(indexStatement);
+      this.functions[sensor.name] = fn;
+    }
+
+    // ------------------------------------------------------------ REST API with API keys
+    this.restApi = new apigw.RestApi(this, 'RestApi', {
+      restApiName: `${this.stackName}-sensors`,
+      endpointTypes: [apigw.EndpointType.REGIONAL],
+      deployOptions: { stageName: props.stageName ?? 'v1' },
+      defaultMethodOptions: { apiKeyRequired: true },
+      // Leave the account-wide API Gateway CloudWatch role alone.
+      cloudWatchRole: false,
+    });
+    for (const sensor of SENSORS) {
+      this.restApi.root.addResource(sensor.name)
+        .addMethod('POST', new apigw.LambdaIntegration(this.functions[sensor.name], { allowTestInvoke: false }));
+    }
+    const plan = this.restApi.addUsagePlan('UsagePlan', {
+      description: 'Sensor boxes',
+      throttle: { rateLimit: props.throttleRateLimit ?? 50, burstLimit: props.throttleBurstLimit ?? 100 },
+      quota: { limit: props.quotaLimit ?? 1_000_000, period: props.quotaPeriod ?? apigw.Period.MONTH },
+    });
+    plan.addApiStage({ stage: this.restApi.deploymentStage });
+    const apiKey = this.restApi.addApiKey('ApiKey');
+    plan.addApiKey(apiKey);
+
+    // ------------------------------------------------------------ HTTP API (optional, no API keys)
+    if (props.httpApi) {
+      const httpApi = new apigwv2.HttpApi(this, 'HttpApi', {
+        apiName: `${this.stackName}-sensors-http`,
+        createDefaultStage: false,
+        defaultAuthorizer: (props.httpApiAuthorization ?? 'AWS_IAM') === 'AWS_IAM' ? new HttpIamAuthorizer() : undefined,
+      });
+      new apigwv2.HttpStage(this, 'HttpApiStage', {
+        httpApi,
+        stageName: '$default',
+        autoDeploy: true,
+        throttle: { rateLimit: props.throttleRateLimit ?? 50, burstLimit: props.throttleBurstLimit ?? 100 },
+      });
+      for (const sensor of SENSORS) {
+        httpApi.addRoutes({
+          path: `/${sensor.name}`,
+          methods: [apigwv2.HttpMethod.POST],
+          integration: new HttpLambdaIntegration(`${sensor.id}HttpIntegration`, this.functions[sensor.name]),
+        });
+      }
+      new CfnOutput(this, 'HttpApiUrl', { value: httpApi.apiEndpoint, description: 'HTTP API base URL (no API keys)' });
+    }
+
+    // ------------------------------------------------------------ IoT Core: the boxes' policy
+    new iot.CfnPolicy(this, 'SensorBoxPolicy', {
+      policyName: `${this.stackName}-sensor-box`,
+      policyDocument: {
+        Version: '2012-10-17',
+        Statement: [
+          {
+            Effect: 'Allow',
+            Action: 'iot:Connect',
+            Resource: iotArn('client', '${iot:Connection.Thing.ThingName}'),
+            Condition: { Bool: { 'iot:Connection.Thing.IsAttached': 'true' } },
+          },
+          {
+            Effect: 'Allow',
+            Action: 'iot:Subscribe',
+            Resource: iotArn('topicfilter', `${topicPrefix}/\${iot:Connection.Thing.Attributes[groupid]}`),
+          },
+          {
+            Effect: 'Allow',
+            Action: 'iot:Receive',
+            Resource: iotArn('topic', `${topicPrefix}/\${iot:Connection.Thing.Attributes[groupid]}`),
+          },
+          {
+            Effect: 'Allow',
+            Action: 'iot:Publish',
+            Resource: [
+              iotArn('topic', `${deviceRoot}/\${iot:Connection.Thing.ThingName}/lwt`),
+              iotArn('topic', `${deviceRoot}/\${iot:Connection.Thing.ThingName}/data/*`),
+            ],
+          },
+        ],
+      },
+    });
+
+    // ------------------------------------------------------------ IoT Core: connection status in the shadow
+    const shadowRole = new iam.Role(this, 'ShadowRuleRole', {
+      assumedBy: new iam.ServicePrincipal('iot.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': this.account } },
+      }),
+    });
+    shadowRole.addToPolicy(new iam.PolicyStatement({
+      actions: ['iot:Publish'], resources: [iotArn('topic', '$aws/things/*/shadow/update')],
+    }));
+    shadowRole.addToPolicy(new iam.PolicyStatement({
+      actions: ['iot:UpdateThingShadow'], resources: [iotArn('thing', '*')],
+    }));
+    const shadowRule = (ruleId: string, description: string, sql: string, thingSegment: number) =>
+      new iot.CfnTopicRule(this, ruleId, {
+        topicRulePayload: {
+          description,
+          awsIotSqlVersion: '2016-03-23',
+          ruleDisabled: false,
+          sql,
+          actions: [{
+            republish: {
+              topic: `$$aws/things/\${topic(${thingSegment})}/shadow/update`,
+              qos: 1,
+              roleArn: shadowRole.roleArn,
+            },
+          }],
+        },
+      });
+    shadowRule('LastWillRule', "A box's Last Will marks its shadow disconnected",
+      `SELECT {'reported': {'connected': false, 'lastWillAt': timestamp()}} AS state FROM '${deviceRoot}/+/lwt'`, 2);
+    shadowRule('ConnectedRule', "A box's connect event marks its shadow connected",
+      "SELECT {'reported': {'connected': true, 'connectedAt': timestamp}} AS state FROM '$aws/events/presence/connected/+'", 5);
+    shadowRule('DisconnectedRule', "A box's clean disconnect marks its shadow disconnected",
+      "SELECT {'reported': {'connected': false, 'disconnectedAt': timestamp, 'disconnectReason': disconnectReason}} AS state "
+      + "FROM '$aws/events/presence/disconnected/+' WHERE clientInitiatedDisconnect = true", 5);
+
+    // ------------------------------------------------------------ IoT Core: readings over MQTT
+    if (props.iotDataRules ?? true) {
+      for (const sensor of SENSORS) {
+        const fn = this.functions[sensor.name];
+        const rule = new iot.CfnTopicRule(this, `${sensor.id}DataRule`, {
+          topicRulePayload: {
+            description: `MQTT readings to the ${sensor.name} function`,
+            awsIotSqlVersion: '2016-03-23',
+            ruleDisabled: false,
+            sql: `SELECT * FROM '${deviceRoot}/+/data/${sensor.name}'`,
+            actions: [{ lambda: { functionArn: fn.functionArn } }],
+          },
+        });
+        fn.addPermission(`${sensor.id}DataRulePermission`, {
+          principal: new iam.ServicePrincipal('iot.amazonaws.com'),
+          sourceAccount: this.account,
+          sourceArn: rule.attrArn,
+        });
+      }
+    }
+
+    // ------------------------------------------------------------ outputs
+    new CfnOutput(this, 'RestApiUrl', { value: this.restApi.url, description: 'POST <url>gasdetector with header x-api-key' });
+    new CfnOutput(this, 'ApiKeyId', {
+      value: apiKey.keyId,
+      description: 'aws apigateway get-api-key --api-key <id> --include-value --query value --output text',
+    });
+    new CfnOutput(this, 'OpenSearchEndpoint', { value: openSearchUrl });
+    new CfnOutput(this, 'IotDataEndpoint', { value: iotDataEndpoint });
+    for (const sensor of SENSORS) {
+      new CfnOutput(this, `${sensor.id}FunctionName`, { value: this.functions[sensor.name].functionName });
+      new CfnOutput(this, `${sensor.id}RoleArn`, { value: this.functions[sensor.name].role!.roleArn });
+    }
+  }
+}
+

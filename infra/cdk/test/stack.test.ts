@@ -1,0 +1,277 @@
+// CDK assertions on the synthesized stack (bundling skipped: no Rust build in tests).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { App } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { SensorIngestStack, SensorIngestStackProps } from '../lib/sensor-ingest-stack';
+
+const FUNCTIONS = ['gasdetector', 'dust', 'temp'];
+
+function synth(props: SensorIngestStackProps = {}): Template {
+  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+  const stack = new SensorIngestStack(app, 'Test', {
+    env: { account: '123456789012', region: 'eu-west-1' },
+    ...props,
+  });
+  return Template.fromStack(stack);
+}
+
+/** Renders an intrinsic (Fn::Join / Ref / Fn::GetAtt / literal) as a string, `${...}` for references. */
+function render(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) return value.map(render).join(',');
+  const obj = value as Record<string, unknown>;
+  if ('Fn::Join' in obj) {
+    const [sep, parts] = obj['Fn::Join'] as [string, unknown[]];
+    return parts.map(render).join(sep);
+  }
+  if ('Ref' in obj) return `\${${obj.Ref}}`;
+  if ('Fn::GetAtt' in obj) return `\${${(obj['Fn::GetAtt'] as string[]).join('.')}}`;
+  return JSON.stringify(value);
+}
+
+interface Statement { Effect: string; Action: string | string[]; Resource: unknown; Condition?: unknown }
+const actionsOf = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+const resourcesOf = (s: Statement) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource]).map(render);
+
+/** Every IAM statement of every AWS::IAM::Policy and inline role policy in the template. */
+function allStatements(template: Template): Statement[] {
+  const out: Statement[] = [];
+  for (const policy of Object.values(template.findResources('AWS::IAM::Policy'))) {
+    out.push(...policy.Properties.PolicyDocument.Statement);
+  }
+  for (const role of Object.values(template.findResources('AWS::IAM::Role'))) {
+    for (const p of role.Properties.Policies ?? []) out.push(...p.PolicyDocument.Statement);
+  }
+  return out;
+}
+
+/** The statements of the policy attached to a function's role. */
+function functionStatements(template: Template, name: string): Statement[] {
+  const fnId = functionLogicalId(template, name);
+  const fn = template.toJSON().Resources[fnId];
+  const roleId = fn.Properties.Role['Fn::GetAtt'][0];
+  const policies = Object.values(template.findResources('AWS::IAM::Policy'))
+    .filter((p) => p.Properties.Roles.some((r: { Ref: string }) => r.Ref === roleId));
+  return policies.flatMap((p) => p.Properties.PolicyDocument.Statement);
+}
+
+function functionLogicalId(template: Template, name: string): string {
+  const found = Object.entries(template.findResources('AWS::Lambda::Function', {
+    Properties: { Description: `POST /${name}` },
+  }));
+  assert.equal(found.length, 1, `one function for /${name}`);
+  return found[0][0];
+}
+
+describe('default stack', () => {
+  const template = synth();
+  const json = template.toJSON();
+
+  it('has the three Rust functions on provided.al2023, arm64, handler bootstrap', () => {
+    template.resourcePropertiesCountIs('AWS::Lambda::Function', { Runtime: 'provided.al2023' }, 3);
+    for (const name of FUNCTIONS) {
+      const fn = json.Resources[functionLogicalId(template, name)];
+      assert.equal(fn.Properties.Handler, 'bootstrap');
+      assert.deepEqual(fn.Properties.Architectures, ['arm64']);
+      const env = fn.Properties.Environment.Variables;
+      assert.equal(env.TOPIC_TEMPLATE, 'pi/{groupid}');
+      assert.equal(env.OPENSEARCH_AUTH, 'sigv4');
+      assert.equal(env.OPENSEARCH_SERVICE, 'es');
+      assert.equal(env.INDEX, { gasdetector: 'gasdetect', dust: 'dust', temp: 'temp' }[name]);
+      assert.match(render(env.OPENSEARCH_URL), /^https:\/\/\$\{OpenSearchDomain[^}]*\.DomainEndpoint\}$/);
+      assert.match(render(env.AWS_ENDPOINT_URL_IOT_DATA_PLANE), /^https:\/\/\$\{IotEndpoint[^}]*\.endpointAddress\}$/);
+      assert.ok(fn.Properties.LoggingConfig.LogGroup, 'function logs to its own log group');
+    }
+    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 3);
+  });
+
+  it('routes POST /gasdetector, /dust, /temp on the REST API, each requiring an API key', () => {
+    for (const name of FUNCTIONS) template.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: name });
+    template.resourcePropertiesCountIs('AWS::ApiGateway::Method', {
+      HttpMethod: 'POST', ApiKeyRequired: true, Integration: { Type: 'AWS_PROXY' },
+    }, 3);
+    template.resourceCountIs('AWS::ApiGateway::Method', 3);
+    template.resourceCountIs('AWS::ApiGateway::ApiKey', 1);
+    template.resourceCountIs('AWS::ApiGateway::UsagePlanKey', 1);
+    template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
+      Throttle: { RateLimit: 50, BurstLimit: 100 },
+      Quota: { Limit: 1000000, Period: 'MONTH' },
+      ApiStages: Match.arrayWith([Match.objectLike({ Stage: Match.anyValue() })]),
+    });
+    template.resourceCountIs('AWS::ApiGateway::Account', 0);
+    template.resourceCountIs('AWS::ApiGatewayV2::Api', 0);
+  });
+
+  it('lets each function publish only under the topic prefix and index only into the domain', () => {
+    for (const name of FUNCTIONS) {
+      const statements = functionStatements(template, name);
+      const publish = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('iot:')));
+      assert.equal(publish.length, 1);
+      assert.deepEqual(actionsOf(publish[0]), ['iot:Publish']);
+      assert.deepEqual(resourcesOf(publish[0]), ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/pi/*']);
+      const es = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('es:')));
+      assert.equal(es.length, 1);
+      assert.deepEqual([...actionsOf(es[0])].sort(), ['es:ESHttpPost', 'es:ESHttpPut']);
+      assert.deepEqual(resourcesOf(es[0]), ['arn:${AWS::Partition}:es:eu-west-1:123456789012:domain/sensor-readings/*']);
+      assert.equal(statements.length, 2, `no other permissions for ${name}: ${JSON.stringify(statements)}`);
+    }
+  });
+
+  it('grants no wildcard iot or es permissions anywhere', () => {
+    for (const s of allStatements(template)) {
+      for (const a of actionsOf(s)) {
+        assert.ok(!['*', 'iot:*', 'es:*'].includes(a), `wildcard action ${a}`);
+        if (a === 'iot:Publish' || a.startsWith('es:')) {
+          for (const r of resourcesOf(s)) assert.notEqual(r, '*', `${a} on *`);
+        }
+      }
+    }
+  });
+
+  it('creates an encrypted, HTTPS-only OpenSearch domain', () => {
+    template.hasResourceProperties('AWS::OpenSearchService::Domain', {
+      DomainName: 'sensor-readings',
+      EncryptionAtRestOptions: { Enabled: true },
+      NodeToNodeEncryptionOptions: { Enabled: true },
+      DomainEndpointOptions: { EnforceHTTPS: true, TLSSecurityPolicy: 'Policy-Min-TLS-1-2-2019-07' },
+      EBSOptions: Match.objectLike({ EBSEnabled: true, VolumeType: 'gp3' }),
+    });
+    const domain = Object.values(template.findResources('AWS::OpenSearchService::Domain'))[0];
+    assert.equal(domain.DeletionPolicy, 'Retain');
+    const [statement] = domain.Properties.AccessPolicies.Statement;
+    assert.equal(render(statement.Resource), 'arn:${AWS::Partition}:es:eu-west-1:123456789012:domain/sensor-readings/*');
+  });
+
+  it('has a thing policy scoped to the box itself and its group topic', () => {
+    const policy = Object.values(template.findResources('AWS::IoT::Policy'))[0];
+    const statements: Statement[] = policy.Properties.PolicyDocument.Statement;
+    const byAction = (a: string) => statements.filter((s) => actionsOf(s).includes(a));
+    const [connect] = byAction('iot:Connect');
+    assert.deepEqual(resourcesOf(connect), ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:client/${iot:Connection.Thing.ThingName}']);
+    assert.deepEqual(connect.Condition, { Bool: { 'iot:Connection.Thing.IsAttached': 'true' } });
+    assert.deepEqual(resourcesOf(byAction('iot:Subscribe')[0]),
+      ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topicfilter/pi/${iot:Connection.Thing.Attributes[groupid]}']);
+    assert.deepEqual(resourcesOf(byAction('iot:Receive')[0]),
+      ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/pi/${iot:Connection.Thing.Attributes[groupid]}']);
+    assert.deepEqual(resourcesOf(byAction('iot:Publish')[0]).sort(), [
+      'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/data/*',
+      'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/lwt',
+    ]);
+    for (const s of statements) for (const r of resourcesOf(s)) assert.ok(!r.endsWith(':*') && !r.endsWith('/#'), r);
+  });
+
+  it('keeps the connection status in the shadow from the Last Will and lifecycle events', () => {
+    const rules = template.findResources('AWS::IoT::TopicRule');
+    for (const [id, rule] of Object.entries(rules)) {
+      assert.match(id, /^[a-zA-Z0-9_]+$/, 'rule logical id doubles as a valid rule name');
+      assert.equal(rule.Properties.TopicRulePayload.AwsIotSqlVersion, '2016-03-23');
+    }
+    const lwt = rules.LastWillRule.Properties.TopicRulePayload;
+    assert.match(lwt.Sql, /'connected': false/);
+    assert.match(lwt.Sql, /FROM 'devices\/\+\/lwt'$/);
+    assert.equal(lwt.Actions[0].Republish.Topic, '$$aws/things/${topic(2)}/shadow/update');
+    const connected = rules.ConnectedRule.Properties.TopicRulePayload;
+    assert.match(connected.Sql, /'connected': true/);
+    assert.match(connected.Sql, /FROM '\$aws\/events\/presence\/connected\/\+'/);
+    assert.equal(connected.Actions[0].Republish.Topic, '$$aws/things/${topic(5)}/shadow/update');
+    const disconnected = rules.DisconnectedRule.Properties.TopicRulePayload;
+    assert.match(disconnected.Sql, /FROM '\$aws\/events\/presence\/disconnected\/\+'/);
+    // The rules' role may update shadows and nothing else.
+    const roleId = render(lwt.Actions[0].Republish.RoleArn).replace(/^\$\{|\.Arn\}$/g, '');
+    const policies = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((p) => p.Properties.Roles.some((r: { Ref: string }) => r.Ref === roleId));
+    const statements: Statement[] = policies.flatMap((p) => p.Properties.PolicyDocument.Statement);
+    assert.deepEqual(statements.flatMap(actionsOf).sort(), ['iot:Publish', 'iot:UpdateThingShadow']);
+    const publish = statements.find((s) => actionsOf(s).includes('iot:Publish'))!;
+    assert.deepEqual(resourcesOf(publish), ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/$aws/things/*/shadow/update']);
+  });
+
+  it('routes MQTT readings to the functions with a Lambda action and permission', () => {
+    for (const name of FUNCTIONS) {
+      const fnId = functionLogicalId(template, name);
+      const rules = Object.entries(template.findResources('AWS::IoT::TopicRule', {
+        Properties: { TopicRulePayload: { Sql: `SELECT * FROM 'devices/+/data/${name}'` } },
+      }));
+      assert.equal(rules.length, 1, `one data rule for ${name}`);
+      const [ruleId, rule] = rules[0];
+      assert.equal(render(rule.Properties.TopicRulePayload.Actions[0].Lambda.FunctionArn), `\${${fnId}.Arn}`);
+      template.hasResourceProperties('AWS::Lambda::Permission', {
+        Action: 'lambda:InvokeFunction',
+        Principal: 'iot.amazonaws.com',
+        FunctionName: { 'Fn::GetAtt': [fnId, 'Arn'] },
+        SourceArn: { 'Fn::GetAtt': [ruleId, 'Arn'] },
+        SourceAccount: '123456789012',
+      });
+    }
+  });
+
+  it('outputs the API URL, API key id, OpenSearch endpoint and IoT data endpoint', () => {
+    for (const output of ['RestApiUrl', 'ApiKeyId', 'OpenSearchEndpoint', 'IotDataEndpoint']) {
+      assert.ok(json.Outputs[output], output);
+    }
+  });
+});
+
+describe('options', () => {
+  it('adds an IAM-authorized HTTP API with the same routes', () => {
+    const template = synth({ httpApi: true });
+    template.resourceCountIs('AWS::ApiGatewayV2::Api', 1);
+    for (const name of FUNCTIONS) {
+      template.hasResourceProperties('AWS::ApiGatewayV2::Route', {
+        RouteKey: `POST /${name}`, AuthorizationType: 'AWS_IAM',
+      });
+    }
+    template.resourceCountIs('AWS::ApiGatewayV2::Route', 3);
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default', DefaultRouteSettings: { ThrottlingRateLimit: 50, ThrottlingBurstLimit: 100 },
+    });
+  });
+
+  it('uses an existing domain, x86_64, a custom topic prefix and a given IoT endpoint', () => {
+    const template = synth({
+      architecture: 'x86_64',
+      topicPrefix: 'alerts/pi',
+      iotDataEndpoint: 'https://abc-ats.iot.eu-west-1.amazonaws.com',
+      existingOpenSearch: {
+        endpoint: 'https://search-x.eu-west-1.es.amazonaws.com',
+        arn: 'arn:aws:es:eu-west-1:123456789012:domain/x',
+      },
+      iotDataRules: false,
+    });
+    template.resourceCountIs('AWS::OpenSearchService::Domain', 0);
+    template.resourceCountIs('Custom::AWS', 0);
+    template.resourcePropertiesCountIs('AWS::Lambda::Function', {
+      Architectures: ['x86_64'],
+      Environment: {
+        Variables: Match.objectLike({
+          TOPIC_TEMPLATE: 'alerts/pi/{groupid}',
+          OPENSEARCH_URL: 'https://search-x.eu-west-1.es.amazonaws.com',
+          AWS_ENDPOINT_URL_IOT_DATA_PLANE: 'https://abc-ats.iot.eu-west-1.amazonaws.com',
+        }),
+      },
+    }, 3);
+    const statements = functionStatements(template, 'dust');
+    const es = statements.find((s) => actionsOf(s).includes('es:ESHttpPost'))!;
+    assert.deepEqual(resourcesOf(es), ['arn:aws:es:eu-west-1:123456789012:domain/x/*']);
+    const publish = statements.find((s) => actionsOf(s).includes('iot:Publish'))!;
+    assert.deepEqual(resourcesOf(publish), ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/alerts/pi/*']);
+    assert.equal(Object.keys(template.findResources('AWS::IoT::TopicRule')).length, 3, 'only the shadow rules');
+  });
+
+  it('uses aoss:APIAccessAll on the collection for OpenSearch Serverless', () => {
+    const template = synth({
+      existingOpenSearch: {
+        endpoint: 'https://abc.eu-west-1.aoss.amazonaws.com',
+        arn: 'arn:aws:aoss:eu-west-1:123456789012:collection/abc',
+        service: 'aoss',
+      },
+    });
+    const statements = functionStatements(template, 'temp');
+    const aoss = statements.find((s) => actionsOf(s).includes('aoss:APIAccessAll'))!;
+    assert.deepEqual(resourcesOf(aoss), ['arn:aws:aoss:eu-west-1:123456789012:collection/abc']);
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ OPENSEARCH_SERVICE: 'aoss' }) },
+    });
+  });
+});
