@@ -1,0 +1,57 @@
+//! Publishes through `aws-sdk-iotdataplane` (`POST /topics/{topic}?qos=1`), against the
+//! endpoint in `AWS_ENDPOINT_URL_IOT_DATA_PLANE`.
+
+use crate::ports::{DownstreamError, Message, Publisher};
+use aws_sdk_iotdataplane::config::http::HttpResponse;
+use aws_sdk_iotdataplane::config::retry::RetryConfig;
+use aws_sdk_iotdataplane::error::{DisplayErrorContext, SdkError};
+use aws_sdk_iotdataplane::operation::publish::PublishError;
+use aws_sdk_iotdataplane::primitives::Blob;
+use aws_sdk_iotdataplane::Client;
+
+#[derive(Debug, Clone)]
+pub struct IotPublisher {
+    client: Client,
+}
+
+impl IotPublisher {
+    pub fn new(sdk_config: &aws_config::SdkConfig, endpoint: &str) -> IotPublisher {
+        let config = aws_sdk_iotdataplane::config::Builder::from(sdk_config)
+            .endpoint_url(endpoint)
+            // The pipeline owns retries, bounded by the Lambda deadline.
+            .retry_config(RetryConfig::disabled())
+            .build();
+        IotPublisher {
+            client: Client::from_conf(config),
+        }
+    }
+}
+
+impl Publisher for IotPublisher {
+    async fn publish(&self, message: &Message) -> Result<(), DownstreamError> {
+        self.client
+            .publish()
+            .topic(message.topic.as_str())
+            .qos(1)
+            .payload(Blob::new(message.payload.clone()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+type PublishSdkError = SdkError<PublishError, HttpResponse>;
+
+/// Throttling, 5xx, timeouts and connection failures are retryable; 4xx (a bad topic,
+/// 403 from missing `iot:Publish`) are not.
+fn classify(error: PublishSdkError) -> DownstreamError {
+    let reason = format!("IoT publish: {}", DisplayErrorContext(&error));
+    match &error {
+        SdkError::ConstructionFailure(_) => DownstreamError::Permanent(reason),
+        SdkError::ServiceError(e) if !super::is_retryable_status(e.raw().status().as_u16()) => {
+            DownstreamError::Permanent(reason)
+        }
+        _ => DownstreamError::Retryable(reason),
+    }
+}

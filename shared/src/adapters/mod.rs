@@ -1,0 +1,12 @@
+//! The real ports: IoT Core over the data-plane Publish API, OpenSearch over `_bulk`.
+
+pub mod iot;
+pub mod opensearch;
+
+pub use self::iot::IotPublisher;
+pub use self::opensearch::OpenSearchIndexer;
+
+/// Retryable HTTP statuses: throttling and server-side failures.
+pub(crate) fn is_retryable_status(status: u16) -> bool {
+    status == 429 || status == 408 || status >= 500
+}

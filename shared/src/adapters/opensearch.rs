@@ -1,0 +1,175 @@
+//! Indexes through the `opensearch` crate: one `_bulk` request of `create` ops, checked
+//! item by item. SigV4-signed for AWS OpenSearch (`es`) or Serverless (`aoss`).
+
+use crate::config::{Config, OpenSearchAuth};
+use crate::document::Document;
+use crate::ports::{DownstreamError, IndexOutcome, Indexer};
+use opensearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use opensearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};
+use opensearch::http::Method;
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct OpenSearchIndexer {
+    transport: Transport,
+}
+
+#[derive(Debug)]
+pub struct OpenSearchInitError(pub String);
+
+impl std::fmt::Display for OpenSearchInitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenSearch client: {}", self.0)
+    }
+}
+
+impl std::error::Error for OpenSearchInitError {}
+
+impl OpenSearchIndexer {
+    pub fn new(
+        config: &Config,
+        sdk_config: &aws_config::SdkConfig,
+    ) -> Result<OpenSearchIndexer, OpenSearchInitError> {
+        let pool = SingleNodeConnectionPool::new(config.opensearch_url.clone());
+        let mut builder = TransportBuilder::new(pool).disable_proxy();
+        if config.opensearch_auth == OpenSearchAuth::SigV4 {
+            let credentials = opensearch::auth::Credentials::try_from(sdk_config)
+                .map_err(|e| OpenSearchInitError(format!("SigV4 credentials: {e}")))?;
+            builder = builder
+                .auth(credentials)
+                .service_name(&config.opensearch_service);
+        }
+        let transport = builder
+            .build()
+            .map_err(|e| OpenSearchInitError(e.to_string()))?;
+        Ok(OpenSearchIndexer { transport })
+    }
+}
+
+/// `_bulk` body: a `create` action line and the document, per document.
+pub fn bulk_body(documents: &[&Document]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(documents.len() * 768);
+    for doc in documents {
+        let action = serde_json::json!({"create": {"_index": doc.index, "_id": doc.id.as_str()}});
+        // Serializing a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut body, &action);
+        body.push(b'\n');
+        let _ = serde_json::to_writer(&mut body, &doc.body);
+        body.push(b'\n');
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// Per-item outcome: 201/200 created, 409 already stored, 429/5xx retryable, else final.
+pub fn parse_bulk_response(body: &[u8]) -> Result<Vec<IndexOutcome>, DownstreamError> {
+    let parsed: BulkResponse = serde_json::from_slice(body).map_err(|e| {
+        DownstreamError::Retryable(format!("OpenSearch bulk: unreadable response: {e}"))
+    })?;
+    Ok(parsed
+        .items
+        .into_iter()
+        .map(|item| match item.into_values().next() {
+            None => IndexOutcome::Failed(DownstreamError::Retryable(
+                "OpenSearch bulk: empty item".into(),
+            )),
+            Some(BulkItem {
+                status: 200 | 201, ..
+            }) => IndexOutcome::Created,
+            Some(BulkItem { status: 409, .. }) => IndexOutcome::AlreadyStored,
+            Some(BulkItem { status, error }) => {
+                let kind = error
+                    .as_ref()
+                    .and_then(|e| e.get("type"))
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("unknown");
+                let reason = format!("OpenSearch bulk item: {status} {kind}");
+                if super::is_retryable_status(status) {
+                    IndexOutcome::Failed(DownstreamError::Retryable(reason))
+                } else {
+                    IndexOutcome::Failed(DownstreamError::Permanent(reason))
+                }
+            }
+        })
+        .collect())
+}
+
+impl Indexer for OpenSearchIndexer {
+    async fn create_all(
+        &self,
+        documents: &[&Document],
+    ) -> Result<Vec<IndexOutcome>, DownstreamError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let response = self
+            .transport
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers,
+                Option::<&()>::None,
+                Some(bulk_body(documents)),
+                None,
+            )
+            .await
+            .map_err(|e| DownstreamError::Retryable(format!("OpenSearch bulk: {e}")))?;
+        let status = response.status_code().as_u16();
+        let body = response.bytes().await.map_err(|e| {
+            DownstreamError::Retryable(format!("OpenSearch bulk: reading response: {e}"))
+        })?;
+        if status != 200 {
+            let reason = format!(
+                "OpenSearch bulk: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+            return Err(if super::is_retryable_status(status) {
+                DownstreamError::Retryable(reason)
+            } else {
+                DownstreamError::Permanent(reason)
+            });
+        }
+        parse_bulk_response(&body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_items_map_to_outcomes() {
+        let body = br#"{"took":1,"errors":true,"items":[
+            {"create":{"_id":"a","status":201}},
+            {"create":{"_id":"b","status":409,"error":{"type":"version_conflict_engine_exception"}}},
+            {"create":{"_id":"c","status":429,"error":{"type":"es_rejected_execution_exception"}}},
+            {"create":{"_id":"d","status":400,"error":{"type":"mapper_parsing_exception"}}},
+            {"create":{"_id":"e","status":503}}]}"#;
+        let outcomes = parse_bulk_response(body).unwrap();
+        assert_eq!(outcomes[0], IndexOutcome::Created);
+        assert_eq!(outcomes[1], IndexOutcome::AlreadyStored);
+        assert!(matches!(&outcomes[2], IndexOutcome::Failed(e) if e.is_retryable()));
+        assert!(
+            matches!(&outcomes[3], IndexOutcome::Failed(e) if !e.is_retryable() && e.reason().contains("mapper_parsing"))
+        );
+        assert!(matches!(&outcomes[4], IndexOutcome::Failed(e) if e.is_retryable()));
+    }
+
+    #[test]
+    fn unreadable_bulk_response_is_retryable() {
+        assert!(parse_bulk_response(b"<html>").unwrap_err().is_retryable());
+    }
+}

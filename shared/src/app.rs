@@ -1,0 +1,203 @@
+//! The Lambda handler: built once per cold start, then called per event. Accepts API
+//! Gateway REST (v1), HTTP API (v2), Function URL events and direct invokes.
+
+use crate::adapters::opensearch::OpenSearchInitError;
+use crate::adapters::{IotPublisher, OpenSearchIndexer};
+use crate::config::{Config, ConfigError};
+use crate::pipeline::Pipeline;
+use crate::ports::{Indexer, Publisher};
+use crate::request::{parse_body, Payload, RequestError};
+use crate::response::Reply;
+use crate::sensor::Sensor;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// Time budget when the event carries no Lambda deadline (tests, local servers).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+/// Kept back from the Lambda deadline to write the 503 before the function times out.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+pub struct App<P = IotPublisher, I = OpenSearchIndexer> {
+    pipeline: Pipeline<P, I>,
+}
+
+#[derive(Debug)]
+pub enum InitError {
+    Config(ConfigError),
+    OpenSearch(OpenSearchInitError),
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::Config(e) => e.fmt(f),
+            InitError::OpenSearch(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for InitError {}
+
+/// A downstream failure on a direct invoke: reported as a function error, so the
+/// invoker's retry and error-action machinery takes over.
+#[derive(Debug)]
+pub struct DownstreamFailure(pub String);
+
+impl std::fmt::Display for DownstreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DownstreamFailure {}
+
+impl App {
+    /// Configuration from the environment and the real AWS clients.
+    pub async fn from_env(sensor: Sensor) -> Result<App, InitError> {
+        App::from_config(Config::from_env(sensor).map_err(InitError::Config)?).await
+    }
+
+    pub async fn from_config(config: Config) -> Result<App, InitError> {
+        let sdk_config = load_sdk_config(&config).await;
+        let publisher = IotPublisher::new(&sdk_config, config.iot_endpoint.as_str());
+        let indexer =
+            OpenSearchIndexer::new(&config, &sdk_config).map_err(InitError::OpenSearch)?;
+        Ok(App::new(&config, publisher, indexer))
+    }
+}
+
+async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &config.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(c) = &config.static_credentials {
+        loader = loader.credentials_provider(aws_sdk_iotdataplane::config::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            c.session_token.clone(),
+            None,
+            "configuration",
+        ));
+    }
+    loader.load().await
+}
+
+impl<P: Publisher, I: Indexer> App<P, I> {
+    pub fn new(config: &Config, publisher: P, indexer: I) -> Self {
+        App {
+            pipeline: Pipeline::new(config, publisher, indexer),
+        }
+    }
+
+    pub fn from_pipeline(pipeline: Pipeline<P, I>) -> Self {
+        App { pipeline }
+    }
+
+    pub fn pipeline(&self) -> &Pipeline<P, I> {
+        &self.pipeline
+    }
+
+    /// The HTTP answer for any request; never fails, never panics.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let reply = self.reply(&request).await;
+        to_response(&reply)
+    }
+
+    /// What the runtime calls: like `handle`, but a direct invoke whose readings could
+    /// not be stored becomes a function error (its reply has no status code).
+    pub async fn invoke(&self, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+        let reply = self.reply(&request).await;
+        let direct = matches!(
+            request.request_context_ref(),
+            Some(RequestContext::PassThrough)
+        );
+        if direct && reply.retry_after.is_some() {
+            return Err(Box::new(DownstreamFailure(format!(
+                "readings not stored, retry: {}",
+                reply.body
+            ))));
+        }
+        Ok(to_response(&reply))
+    }
+
+    async fn reply(&self, request: &Request) -> Reply {
+        if request.method() != lambda_http::http::Method::POST {
+            return Reply::from_request_error(&RequestError::MethodNotAllowed(
+                request.method().to_string(),
+            ));
+        }
+        let payload = match parse_body(request.body().as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(sensor = %self.pipeline.sensor(), error = ?e_kind(&e), "request rejected");
+                return Reply::from_request_error(&e);
+            }
+        };
+        let deadline = deadline_of(request);
+        match payload {
+            Payload::Single(value) => {
+                let reading = self.pipeline.validate(value);
+                if let Err(e) = &reading {
+                    tracing::info!(sensor = %self.pipeline.sensor(), field = e.field(), "invalid reading");
+                }
+                let outcomes = self.pipeline.ingest(vec![reading], deadline).await;
+                match outcomes.first() {
+                    Some(outcome) => Reply::single(outcome),
+                    None => Reply::batch(&outcomes),
+                }
+            }
+            Payload::Batch(items) => {
+                let readings = items
+                    .into_iter()
+                    .map(|v| self.pipeline.validate(v))
+                    .collect();
+                let outcomes = self.pipeline.ingest(readings, deadline).await;
+                Reply::batch(&outcomes)
+            }
+        }
+    }
+}
+
+fn e_kind(e: &RequestError) -> &'static str {
+    match e {
+        RequestError::MethodNotAllowed(_) => "method_not_allowed",
+        RequestError::TooLarge(_) => "payload_too_large",
+        RequestError::Invalid(_) => "invalid_body",
+    }
+}
+
+/// The Lambda deadline minus a margin, or a default budget outside Lambda.
+fn deadline_of(request: &Request) -> Instant {
+    let now = Instant::now();
+    let Some(context) = request.lambda_context_ref() else {
+        return now + DEFAULT_BUDGET;
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let left = u128::from(context.deadline).saturating_sub(now_ms);
+    if context.deadline == 0 || left == 0 && now_ms == 0 {
+        return now + DEFAULT_BUDGET;
+    }
+    let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX));
+    now + left.saturating_sub(DEADLINE_MARGIN)
+}
+
+fn to_response(reply: &Reply) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header("content-type", "application/json");
+    if let Some(seconds) = reply.retry_after {
+        builder = builder.header("retry-after", seconds.to_string());
+    }
+    let body = Body::Text(reply.body.to_string());
+    builder.body(body.clone()).unwrap_or_else(|_| {
+        let mut response = Response::new(body);
+        *response.status_mut() = lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR;
+        response
+    })
+}

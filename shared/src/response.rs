@@ -1,0 +1,106 @@
+//! Response bodies and status codes, as DESIGN.md fixes them.
+
+use crate::pipeline::Outcome;
+use crate::request::RequestError;
+use serde_json::{json, Value};
+
+/// Seconds a box should wait before resending after a 503.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// Some: a downstream failure outlasted the retries (503 + `Retry-After`).
+    pub retry_after: Option<u32>,
+}
+
+impl Reply {
+    pub fn from_request_error(error: &RequestError) -> Reply {
+        match error {
+            RequestError::MethodNotAllowed(method) => Reply {
+                status: 405,
+                body: json!({"error": "method_not_allowed", "message": format!("{method} is not allowed; use POST")}),
+                retry_after: None,
+            },
+            RequestError::TooLarge(len) => Reply {
+                status: 413,
+                body: json!({"error": "payload_too_large", "message": format!(
+                    "body is {len} bytes; at most {} bytes", crate::request::MAX_BODY_BYTES)}),
+                retry_after: None,
+            },
+            RequestError::Invalid(e) => Reply {
+                status: 400,
+                body: json!({"error": "invalid_reading", "field": e.field(), "message": e.message()}),
+                retry_after: None,
+            },
+        }
+    }
+
+    pub fn single(outcome: &Outcome) -> Reply {
+        match outcome {
+            Outcome::Stored { id, warnings, .. } => Reply {
+                status: 200,
+                body: json!({"status": "ok", "id": id, "warnings": warnings}),
+                retry_after: None,
+            },
+            Outcome::Invalid(e) => Reply {
+                status: 400,
+                body: json!({"error": "invalid_reading", "field": e.field(), "message": e.message()}),
+                retry_after: None,
+            },
+            Outcome::Unavailable { id, reason, .. } => Reply {
+                status: 503,
+                body: json!({"error": "unavailable", "id": id, "message": format!(
+                    "{reason}; resend the reading (it will be stored once)")}),
+                retry_after: Some(RETRY_AFTER_SECS),
+            },
+        }
+    }
+
+    /// One entry per reading; 200 unless some item must be resent, then 503.
+    pub fn batch(outcomes: &[Outcome]) -> Reply {
+        let items: Vec<Value> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(index, outcome)| match outcome {
+                Outcome::Stored {
+                    id,
+                    warnings,
+                    duplicate,
+                } => json!({
+                    "index": index,
+                    "status": if *duplicate { "already_stored" } else { "stored" },
+                    "id": id,
+                    "warnings": warnings,
+                }),
+                Outcome::Invalid(e) => json!({
+                    "index": index,
+                    "status": "invalid",
+                    "error": "invalid_reading",
+                    "field": e.field(),
+                    "message": e.message(),
+                }),
+                Outcome::Unavailable { id, reason, .. } => json!({
+                    "index": index,
+                    "status": "retry",
+                    "id": id,
+                    "message": reason,
+                }),
+            })
+            .collect();
+        let retry = outcomes.iter().any(Outcome::needs_retry);
+        let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+        Reply {
+            status: if retry { 503 } else { 200 },
+            body: json!({
+                "status": if retry { "retry" } else { "ok" },
+                "stored": count(|o| matches!(o, Outcome::Stored { .. })),
+                "invalid": count(|o| matches!(o, Outcome::Invalid(_))),
+                "retry": count(Outcome::needs_retry),
+                "items": items,
+            }),
+            retry_after: retry.then_some(RETRY_AFTER_SECS),
+        }
+    }
+}
