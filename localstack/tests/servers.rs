@@ -53,10 +53,8 @@ impl Subscriber {
                             let _ = ready.send(ack);
                         }
                     }
-                    Event::Incoming(Packet::Publish(publish)) => {
-                        if tx.send(publish).is_err() {
-                            return;
-                        }
+                    Event::Incoming(Packet::Publish(publish)) if tx.send(publish).is_err() => {
+                        return;
                     }
                     _ => {}
                 }
