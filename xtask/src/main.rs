@@ -15,6 +15,7 @@ commands:
   dev            bring up the whole system locally (broker, IoT endpoint, OpenSearch, functions, gateway)
   test           run every check: fmt, clippy -D warnings, unit, integration and infra tests
   infra-check    offline checks of infra/: cfn-lint, sam validate --lint, CDK assertions
+  opensearch-templates <url> [--sigv4 <region>]   PUT infra/opensearch/index-templates/*.json
   build-lambda   cargo lambda build --release of the three functions
 ";
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         "dev" => dev::run(rest),
         "test" => test::run(rest),
         "infra-check" => infra::check(rest),
+        "opensearch-templates" => infra::apply_templates(rest),
         "build-lambda" => tools::build_lambda(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
