@@ -53,8 +53,8 @@ impl Subscriber {
                             let _ = ready.send(ack);
                         }
                     }
-                    Event::Incoming(Packet::Publish(publish)) if tx.send(publish).is_err() => {
-                        return;
+                    Event::Incoming(Packet::Publish(publish)) => {
+                        let _ = tx.send(publish);
                     }
                     _ => {}
                 }
