@@ -15,7 +15,7 @@ use crate::topic::{Topic, TopicTemplate};
 use crate::warning::Warning;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
 /// How many MQTT publishes of one request are in flight at once.
@@ -192,21 +192,36 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
         checked: &[(usize, Checked)],
         deadline: Instant,
     ) -> Vec<Result<(), DownstreamError>> {
-        let jobs = checked
-            .iter()
-            .enumerate()
-            .flat_map(|(n, (_, c))| c.warnings.iter().map(move |w| (n, &c.topic, w)));
-        let results: Vec<(usize, Result<(), DownstreamError>)> = stream::iter(jobs)
-            .map(|(n, topic, warning)| async move {
-                let message = Message {
-                    topic: topic.clone(),
-                    payload: serde_json::to_vec(warning).unwrap_or_default(),
-                };
-                (n, self.publish_with_retry(&message, deadline).await)
-            })
-            .buffer_unordered(PUBLISH_CONCURRENCY)
-            .collect()
-            .await;
+        // Owned messages and a named async fn (not stream closures): keeps the future
+        // `Send` for the runtime without higher-ranked lifetime trouble.
+        let mut queue = Vec::new();
+        for (n, (_, c)) in checked.iter().enumerate() {
+            for warning in &c.warnings {
+                let payload = serde_json::to_vec(warning).unwrap_or_default();
+                queue.push((
+                    n,
+                    Message {
+                        topic: c.topic.clone(),
+                        payload,
+                    },
+                ));
+            }
+        }
+        let mut queue = queue.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        let mut results = Vec::new();
+        loop {
+            while in_flight.len() < PUBLISH_CONCURRENCY {
+                match queue.next() {
+                    Some((n, message)) => in_flight.push(self.publish_tagged(n, message, deadline)),
+                    None => break,
+                }
+            }
+            match in_flight.next().await {
+                Some(result) => results.push(result),
+                None => break,
+            }
+        }
         let mut per_reading: Vec<Result<(), DownstreamError>> = vec![Ok(()); checked.len()];
         for (n, result) in results {
             if let Err(e) = result {
@@ -216,6 +231,15 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
             }
         }
         per_reading
+    }
+
+    async fn publish_tagged(
+        &self,
+        n: usize,
+        message: Message,
+        deadline: Instant,
+    ) -> (usize, Result<(), DownstreamError>) {
+        (n, self.publish_with_retry(&message, deadline).await)
     }
 
     async fn publish_with_retry(
