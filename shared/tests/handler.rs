@@ -1,0 +1,515 @@
+//! The handler end to end with in-process fakes for the two ports: every event shape in
+//! `events/`, status codes, retries and error paths. Real peers are exercised in `tests/`.
+
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+use shared::app::App;
+use shared::document::Document;
+use shared::pipeline::Pipeline;
+use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
+use shared::retry::RetryPolicy;
+use shared::{Config, Sensor};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Records messages; fails with the queued errors first.
+#[derive(Default, Clone)]
+struct FakePublisher {
+    sent: Arc<Mutex<Vec<Message>>>,
+    failures: Arc<Mutex<VecDeque<DownstreamError>>>,
+    attempts: Arc<Mutex<usize>>,
+}
+
+impl Publisher for FakePublisher {
+    async fn publish(&self, message: &Message) -> Result<(), DownstreamError> {
+        *self.attempts.lock().unwrap() += 1;
+        if let Some(e) = self.failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.sent.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+/// An index with `create` semantics; can fail whole requests or single items.
+#[derive(Default, Clone)]
+struct FakeIndexer {
+    docs: Arc<Mutex<HashMap<(String, String), Value>>>,
+    request_failures: Arc<Mutex<VecDeque<DownstreamError>>>,
+    /// Per call: documents at these positions fail with this error.
+    item_failures: Arc<Mutex<VecDeque<(Vec<usize>, DownstreamError)>>>,
+    calls: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Indexer for FakeIndexer {
+    async fn create_all(
+        &self,
+        documents: &[&Document],
+    ) -> Result<Vec<IndexOutcome>, DownstreamError> {
+        self.calls.lock().unwrap().push(documents.len());
+        if let Some(e) = self.request_failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let failing = self.item_failures.lock().unwrap().pop_front();
+        let mut docs = self.docs.lock().unwrap();
+        Ok(documents
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if let Some((positions, e)) = &failing {
+                    if positions.contains(&i) {
+                        return IndexOutcome::Failed(e.clone());
+                    }
+                }
+                let key = (d.index.clone(), d.id.as_str().to_string());
+                if docs.contains_key(&key) {
+                    IndexOutcome::AlreadyStored
+                } else {
+                    docs.insert(key, Value::Object(d.body.clone()));
+                    IndexOutcome::Created
+                }
+            })
+            .collect())
+    }
+}
+
+struct Harness {
+    app: App<FakePublisher, FakeIndexer>,
+    publisher: FakePublisher,
+    indexer: FakeIndexer,
+}
+
+fn config(sensor: Sensor, extra: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> = HashMap::from([
+        (
+            "AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(),
+            "http://127.0.0.1:1".into(),
+        ),
+        ("OPENSEARCH_URL".into(), "http://127.0.0.1:2".into()),
+        ("OPENSEARCH_AUTH".into(), "none".into()),
+    ]);
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Config::from_lookup(sensor, |k| env.get(k).cloned()).unwrap()
+}
+
+fn harness_with(sensor: Sensor, extra: &[(&str, &str)]) -> Harness {
+    let publisher = FakePublisher::default();
+    let indexer = FakeIndexer::default();
+    let fast = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        attempt_timeout: Duration::from_millis(500),
+    };
+    let pipeline = Pipeline::new(&config(sensor, extra), publisher.clone(), indexer.clone())
+        .with_retry_policy(fast);
+    Harness {
+        app: App::from_pipeline(pipeline),
+        publisher,
+        indexer,
+    }
+}
+
+fn harness(sensor: Sensor) -> Harness {
+    harness_with(sensor, &[])
+}
+
+impl Harness {
+    fn sent(&self) -> Vec<(String, Value)> {
+        self.publisher
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m.topic.to_string(),
+                    serde_json::from_slice(&m.payload).unwrap(),
+                )
+            })
+            .collect()
+    }
+    fn doc_count(&self) -> usize {
+        self.indexer.docs.lock().unwrap().len()
+    }
+}
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+fn event(path: &str) -> Request {
+    let text = std::fs::read_to_string(events_dir().join(path)).unwrap();
+    lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn post(path: &str, body: impl Into<Body>) -> Request {
+    lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .body(body.into())
+        .unwrap()
+}
+
+fn json_of(response: &Response<Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap()
+}
+
+const SEED: &str = r#"{"groupid": "2", "gps": "37.61002501514269, 126.99636868892937",
+ "co":     {"sensorid": "0005", "sensortype": "8",  "value": "26.20", "createdtime": "2021-09-03 18:14:49"},
+ "no2":    {"sensorid": "0006", "sensortype": "9",  "value": "52.00", "createdtime": "2021-09-03 18:14:49"},
+ "c2h5oh": {"sensorid": "0007", "sensortype": "27", "value": "26.11", "createdtime": "2021-09-03 18:14:49"},
+ "h2":     {"sensorid": "0008", "sensortype": "30", "value": "400",   "createdtime": "2021-09-03 18:14:49"}}"#;
+
+#[tokio::test]
+async fn every_sample_event_is_accepted_and_stored() {
+    for sensor in Sensor::ALL {
+        let dir = events_dir().join(sensor.name());
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 6, "{dir:?} has every event shape");
+        for name in names {
+            let h = harness(sensor);
+            let response = h
+                .app
+                .handle(event(&format!("{}/{name}", sensor.name())))
+                .await;
+            let body = json_of(&response);
+            assert_eq!(response.status(), 200, "{name}: {body}");
+            assert!(h.doc_count() >= 1, "{name} indexed");
+            let warned: Vec<String> = h
+                .sent()
+                .iter()
+                .map(|(_, m)| m["measure"].as_str().unwrap().to_string())
+                .collect();
+            if let Some(rule) = name.strip_prefix("warn-") {
+                let measure = rule.split('-').next().unwrap();
+                assert_eq!(warned, [measure], "{name} trips exactly its rule");
+                assert!(h.sent().iter().all(|(topic, _)| topic == "pi/2"));
+            } else {
+                assert!(
+                    warned.is_empty(),
+                    "{name}: the seed readings trip no rule, got {warned:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn seed_reading_with_no2_95_warns_on_pi_2() {
+    let h = harness(Sensor::Gasdetector);
+    let body = SEED.replace("\"52.00\"", "\"95\"");
+    let response = h.app.handle(post("/gasdetector", body)).await;
+    assert_eq!(response.status(), 200);
+    let reply = json_of(&response);
+    assert_eq!(reply["status"], "ok");
+    let id = reply["id"].as_str().unwrap().to_string();
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, "pi/2");
+    assert_eq!(
+        sent[0].1,
+        json!({"warning": "no2 warning", "sensor": "gasdetector", "groupid": "2", "measure": "no2",
+               "value": 95.0, "threshold": 88.0, "bound": "high", "createdtime": "2021-09-03 18:14:49", "id": id})
+    );
+    assert_eq!(reply["warnings"], json!([sent[0].1]));
+    let docs = h.indexer.docs.lock().unwrap();
+    let doc = &docs[&("gasdetect".to_string(), id)];
+    assert_eq!(doc["no2"]["value"], "95");
+    assert_eq!(doc["warnings"], json!(["no2"]));
+}
+
+#[tokio::test]
+async fn duplicate_post_stores_one_document_and_warns_again() {
+    let h = harness(Sensor::Gasdetector);
+    let body = SEED.replace("\"52.00\"", "\"95\"");
+    let first = json_of(&h.app.handle(post("/gasdetector", body.clone())).await);
+    let second = h.app.handle(post("/gasdetector", body)).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(json_of(&second)["id"], first["id"]);
+    assert_eq!(h.doc_count(), 1);
+    assert_eq!(h.sent().len(), 2, "warnings are at-least-once");
+}
+
+#[tokio::test]
+async fn other_methods_get_405() {
+    let h = harness(Sensor::Dust);
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        let request = lambda_http::http::Request::builder()
+            .method(method)
+            .uri("/dust")
+            .body(Body::Empty)
+            .unwrap();
+        let response = h.app.handle(request).await;
+        assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(json_of(&response)["error"], "method_not_allowed");
+    }
+    assert_eq!(h.doc_count(), 0);
+}
+
+#[tokio::test]
+async fn oversize_body_gets_413_and_changes_nothing() {
+    let h = harness(Sensor::Temp);
+    let response = h
+        .app
+        .handle(post("/temp", vec![b' '; 1024 * 1024 + 1]))
+        .await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(h.doc_count(), 0);
+    assert!(h.sent().is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_changes_nothing() {
+    let h = harness(Sensor::Gasdetector);
+    for (body, field) in [
+        ("not json".to_string(), "body"),
+        ("[]".to_string(), "body"),
+        (SEED.replace("\"no2\"", "\"n02\""), "n02"),
+        (SEED.replace("\"52.00\"", "\"NaN\""), "no2.value"),
+        (
+            SEED.replace("\"groupid\": \"2\"", "\"groupid\": \"2/#\""),
+            "groupid",
+        ),
+        (SEED.replace("37.61002501514269", "97.6"), "gps"),
+    ] {
+        let response = h.app.handle(post("/gasdetector", body)).await;
+        assert_eq!(response.status(), 400);
+        let reply = json_of(&response);
+        assert_eq!(reply["error"], "invalid_reading");
+        assert_eq!(reply["field"], field, "{reply}");
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(h.doc_count(), 0);
+    assert!(h.sent().is_empty());
+}
+
+#[tokio::test]
+async fn batch_answers_per_item_and_stores_the_valid_ones() {
+    let h = harness(Sensor::Gasdetector);
+    let good: Value = serde_json::from_str(SEED).unwrap();
+    let mut hot = good.clone();
+    hot["no2"]["value"] = json!(100);
+    hot["no2"]["createdtime"] = json!("2021-09-03 18:15:00");
+    let bad = json!({"groupid": "2", "no2": {"sensorid": "1", "sensortype": "1", "value": "x", "createdtime": "2021-09-03 18:14:49"}});
+    let batch = json!([good, bad, hot, good]);
+    let response = h.app.handle(post("/gasdetector", batch.to_string())).await;
+    assert_eq!(response.status(), 200);
+    let reply = json_of(&response);
+    let statuses: Vec<&str> = reply["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    // The 4th repeats the 1st in the same bulk request: stored once.
+    assert_eq!(statuses, ["stored", "invalid", "stored", "already_stored"]);
+    assert_eq!(reply["items"][1]["field"], "no2.value");
+    assert_eq!(h.doc_count(), 2);
+    assert_eq!(h.sent().len(), 1);
+    assert_eq!(*h.indexer.calls.lock().unwrap(), [3], "one bulk request");
+}
+
+#[tokio::test]
+async fn batch_limits() {
+    let h = harness(Sensor::Dust);
+    let item = json!({"groupid": 1, "pm10": {"sensorid": 1, "sensortype": 1, "value": 1, "createdtime": "2021-09-03 18:14:49"}});
+    let items: Vec<Value> = (0..501).map(|_| item.clone()).collect();
+    let response = h
+        .app
+        .handle(post("/dust", Value::Array(items).to_string()))
+        .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(h.doc_count(), 0);
+}
+
+#[tokio::test]
+async fn throttling_is_retried_until_it_succeeds() {
+    let h = harness(Sensor::Gasdetector);
+    h.publisher.failures.lock().unwrap().extend([
+        DownstreamError::Retryable("429 ThrottlingException".into()),
+        DownstreamError::Retryable("503".into()),
+    ]);
+    h.indexer
+        .request_failures
+        .lock()
+        .unwrap()
+        .push_back(DownstreamError::Retryable("502".into()));
+    let response = h
+        .app
+        .handle(post("/gasdetector", SEED.replace("\"52.00\"", "\"95\"")))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(*h.publisher.attempts.lock().unwrap(), 3);
+    assert_eq!(h.indexer.calls.lock().unwrap().len(), 2);
+    assert_eq!(h.doc_count(), 1);
+}
+
+#[tokio::test]
+async fn only_failed_bulk_items_are_retried() {
+    let h = harness(Sensor::Gasdetector);
+    let a: Value = serde_json::from_str(SEED).unwrap();
+    let mut b = a.clone();
+    b["groupid"] = json!("3");
+    h.indexer.item_failures.lock().unwrap().push_back((
+        vec![1],
+        DownstreamError::Retryable("429 es_rejected_execution_exception".into()),
+    ));
+    let response = h
+        .app
+        .handle(post("/gasdetector", json!([a, b]).to_string()))
+        .await;
+    assert_eq!(response.status(), 200, "{}", json_of(&response));
+    assert_eq!(*h.indexer.calls.lock().unwrap(), [2, 1]);
+    assert_eq!(h.doc_count(), 2);
+}
+
+#[tokio::test]
+async fn lasting_failure_is_a_503_with_retry_after_and_a_retry_stores_once() {
+    let h = harness(Sensor::Gasdetector);
+    h.indexer
+        .request_failures
+        .lock()
+        .unwrap()
+        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    let response = h.app.handle(post("/gasdetector", SEED)).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(json_of(&response)["error"], "unavailable");
+    assert_eq!(
+        h.indexer.calls.lock().unwrap().len(),
+        4,
+        "bounded by max_attempts"
+    );
+    let again = h.app.handle(post("/gasdetector", SEED)).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(h.doc_count(), 1);
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    let h = harness(Sensor::Gasdetector);
+    h.publisher
+        .failures
+        .lock()
+        .unwrap()
+        .push_back(DownstreamError::Permanent("403 Forbidden".into()));
+    let response = h
+        .app
+        .handle(post("/gasdetector", SEED.replace("\"52.00\"", "\"95\"")))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(*h.publisher.attempts.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn batch_with_a_lasting_failure_is_503_per_item() {
+    let h = harness(Sensor::Dust);
+    let item = |t: &str| json!({"groupid": 1, "pm10": {"sensorid": 1, "sensortype": 1, "value": 1, "createdtime": t}});
+    h.indexer
+        .item_failures
+        .lock()
+        .unwrap()
+        .extend((0..4).map(|_| (vec![0], DownstreamError::Retryable("503".into()))));
+    let batch = json!([item("2021-09-03 18:14:49"), item("2021-09-03 18:14:50"), {"groupid": "x"}]);
+    let response = h.app.handle(post("/dust", batch.to_string())).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let reply = json_of(&response);
+    let statuses: Vec<&str> = reply["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["retry", "stored", "invalid"]);
+}
+
+#[tokio::test]
+async fn direct_invoke_failure_is_a_function_error() {
+    let h = harness(Sensor::Gasdetector);
+    h.indexer
+        .request_failures
+        .lock()
+        .unwrap()
+        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    let result = h.app.invoke(event("gasdetector/direct.json")).await;
+    assert!(result.is_err(), "the invoker must see a failure");
+    // Through API Gateway the same failure is an answer the box understands.
+    let h = harness(Sensor::Gasdetector);
+    h.indexer
+        .request_failures
+        .lock()
+        .unwrap()
+        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    let response = h
+        .app
+        .invoke(event("gasdetector/apigw-rest.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+}
+
+#[tokio::test]
+async fn direct_invoke_with_a_bad_reading_is_an_answer_not_an_error() {
+    let h = harness(Sensor::Temp);
+    let request =
+        lambda_http::request::from_str(r#"{"groupid": "1", "temperature": {"value": 1}}"#).unwrap();
+    let response = h.app.invoke(request).await.unwrap();
+    assert_eq!(json_of(&response)["field"], "temperature.sensorid");
+}
+
+#[tokio::test]
+async fn rules_override_and_topic_template_apply() {
+    let h = harness_with(
+        Sensor::Gasdetector,
+        &[
+            ("RULES", r#"{"no2": {"high": 50}}"#),
+            ("TOPIC_TEMPLATE", "alerts/{sensor}/{groupid}"),
+        ],
+    );
+    let response = h.app.handle(post("/gasdetector", SEED)).await;
+    assert_eq!(response.status(), 200);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, "alerts/gasdetector/2");
+    assert_eq!(sent[0].1["threshold"], 50.0);
+}
+
+#[tokio::test]
+async fn ack_messages_report_success_and_failure() {
+    let h = harness_with(Sensor::Gasdetector, &[("ACK_MESSAGES", "true")]);
+    h.app.handle(post("/gasdetector", SEED)).await;
+    assert_eq!(h.sent(), [("pi/2".to_string(), json!({"msg": "success"}))]);
+
+    let h = harness_with(Sensor::Gasdetector, &[("ACK_MESSAGES", "true")]);
+    h.indexer
+        .request_failures
+        .lock()
+        .unwrap()
+        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    h.app.handle(post("/gasdetector", SEED)).await;
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].1["msg"].as_str().unwrap().starts_with("failure: "),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn time_based_index_uses_the_reading_time() {
+    let h = harness_with(Sensor::Gasdetector, &[("INDEX", "gasdetect-%Y.%m")]);
+    let response = h.app.handle(post("/gasdetector", SEED)).await;
+    assert_eq!(response.status(), 200);
+    let docs = h.indexer.docs.lock().unwrap();
+    assert!(docs.keys().all(|(index, _)| index == "gasdetect-2021.09"));
+}
