@@ -33,13 +33,16 @@ impl Publisher for FakePublisher {
     }
 }
 
+/// Documents at these positions of one bulk call fail with this error.
+type ItemFailure = (Vec<usize>, DownstreamError);
+
 /// An index with `create` semantics; can fail whole requests or single items.
 #[derive(Default, Clone)]
 struct FakeIndexer {
     docs: Arc<Mutex<HashMap<(String, String), Value>>>,
     request_failures: Arc<Mutex<VecDeque<DownstreamError>>>,
     /// Per call: documents at these positions fail with this error.
-    item_failures: Arc<Mutex<VecDeque<(Vec<usize>, DownstreamError)>>>,
+    item_failures: Arc<Mutex<VecDeque<ItemFailure>>>,
     calls: Arc<Mutex<Vec<usize>>>,
 }
 
@@ -64,11 +67,12 @@ impl Indexer for FakeIndexer {
                     }
                 }
                 let key = (d.index.clone(), d.id.as_str().to_string());
-                if docs.contains_key(&key) {
-                    IndexOutcome::AlreadyStored
-                } else {
-                    docs.insert(key, Value::Object(d.body.clone()));
-                    IndexOutcome::Created
+                match docs.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(_) => IndexOutcome::AlreadyStored,
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Value::Object(d.body.clone()));
+                        IndexOutcome::Created
+                    }
                 }
             })
             .collect())
