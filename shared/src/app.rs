@@ -16,6 +16,8 @@ use tokio::time::Instant;
 
 /// Time budget when the event carries no Lambda deadline (tests, local servers).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+/// Lambda's longest timeout.
+const MAX_BUDGET: Duration = Duration::from_secs(900);
 /// Kept back from the Lambda deadline to write the 503 before the function times out.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
@@ -175,15 +177,16 @@ fn deadline_of(request: &Request) -> Instant {
     let Some(context) = request.lambda_context_ref() else {
         return now + DEFAULT_BUDGET;
     };
+    if context.deadline == 0 {
+        return now + DEFAULT_BUDGET;
+    }
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let left = u128::from(context.deadline).saturating_sub(now_ms);
-    if context.deadline == 0 || left == 0 && now_ms == 0 {
-        return now + DEFAULT_BUDGET;
-    }
-    let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX));
+    // Lambda runs at most 15 minutes; a bogus far-future deadline must not overflow.
+    let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)).min(MAX_BUDGET);
     now + left.saturating_sub(DEADLINE_MARGIN)
 }
 
@@ -200,4 +203,44 @@ fn to_response(reply: &Reply) -> Response<Body> {
         *response.status_mut() = lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR;
         response
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::Context;
+
+    fn request_with_deadline(deadline_ms: u64) -> Request {
+        let mut context = Context::default();
+        context.deadline = deadline_ms;
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .body(Body::Empty)
+            .map(|r| r.with_lambda_context(context))
+            .unwrap()
+    }
+
+    fn epoch_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    #[test]
+    fn deadline_comes_from_the_lambda_context_minus_a_margin() {
+        let before = Instant::now();
+        let deadline = deadline_of(&request_with_deadline(epoch_ms() + 3_000));
+        let budget = deadline - before;
+        assert!(budget <= Duration::from_millis(2_510), "{budget:?}");
+        assert!(budget >= Duration::from_millis(2_300), "{budget:?}");
+    }
+
+    #[test]
+    fn missing_past_or_absurd_deadlines_are_safe() {
+        let now = Instant::now();
+        assert!(deadline_of(&request_with_deadline(0)) >= now + DEFAULT_BUDGET);
+        assert!(deadline_of(&request_with_deadline(1)) <= Instant::now());
+        assert!(deadline_of(&request_with_deadline(u64::MAX)) <= Instant::now() + MAX_BUDGET);
+    }
 }
