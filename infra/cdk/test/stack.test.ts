@@ -8,7 +8,13 @@ import { SensorIngestStack, SensorIngestStackProps } from '../lib/sensor-ingest-
 const FUNCTIONS = ['gasdetector', 'dust', 'temp'];
 
 function synth(props: SensorIngestStackProps = {}): Template {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+  const app = new App({
+    context: {
+      'aws:cdk:bundling-stacks': [],
+      // Template problems that CloudFormation would reject fail the test.
+      '@aws-cdk/core:validateAgainstDefaultRules': true,
+    },
+  });
   const stack = new SensorIngestStack(app, 'Test', {
     env: { account: '123456789012', region: 'eu-west-1' },
     ...props,
