@@ -160,6 +160,9 @@ export class SensorIngestStack extends Stack {
         // DescribeEndpoint has no resource-level permissions.
         policy: cr.AwsCustomResourcePolicy.fromSdkCalls({ resources: cr.AwsCustomResourcePolicy.ANY_RESOURCE }),
         installLatestAwsSdk: false,
+        logGroup: new logs.LogGroup(this, 'IotEndpointLookupLogGroup', {
+          retention, removalPolicy: RemovalPolicy.DESTROY,
+        }),
       });
       iotDataEndpoint = `https://${lookup.getResponseField('endpointAddress')}`;
     }
@@ -278,6 +281,20 @@ export class SensorIngestStack extends Stack {
       },
     });
 
+    // ------------------------------------------------------------ IoT Core: rule failures are logged
+    const ruleErrors = new logs.LogGroup(this, 'IotRuleErrorLogGroup', { retention, removalPolicy: RemovalPolicy.DESTROY });
+    const ruleErrorRole = new iam.Role(this, 'IotRuleErrorRole', {
+      assumedBy: new iam.ServicePrincipal('iot.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': this.account } },
+      }),
+    });
+    ruleErrorRole.addToPolicy(new iam.PolicyStatement({
+      actions: ['logs:CreateLogStream', 'logs:PutLogEvents'], resources: [ruleErrors.logGroupArn],
+    }));
+    const errorAction: iot.CfnTopicRule.ActionProperty = {
+      cloudwatchLogs: { logGroupName: ruleErrors.logGroupName, roleArn: ruleErrorRole.roleArn },
+    };
+
     // ------------------------------------------------------------ IoT Core: connection status in the shadow
     const shadowRole = new iam.Role(this, 'ShadowRuleRole', {
       assumedBy: new iam.ServicePrincipal('iot.amazonaws.com', {
@@ -297,6 +314,7 @@ export class SensorIngestStack extends Stack {
           awsIotSqlVersion: '2016-03-23',
           ruleDisabled: false,
           sql,
+          errorAction,
           actions: [{
             republish: {
               topic: `$$aws/things/\${topic(${thingSegment})}/shadow/update`,
@@ -324,6 +342,7 @@ export class SensorIngestStack extends Stack {
             awsIotSqlVersion: '2016-03-23',
             ruleDisabled: false,
             sql: `SELECT * FROM '${deviceRoot}/+/data/${sensor.name}'`,
+            errorAction,
             actions: [{ lambda: { functionArn: fn.functionArn } }],
           },
         });

@@ -89,7 +89,13 @@ describe('default stack', () => {
       assert.match(render(env.AWS_ENDPOINT_URL_IOT_DATA_PLANE), /^https:\/\/\$\{IotEndpoint[^}]*\.endpointAddress\}$/);
       assert.ok(fn.Properties.LoggingConfig.LogGroup, 'function logs to its own log group');
     }
-    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 3);
+    // Functions, IoT endpoint lookup, IoT rule errors: every log group expires.
+    template.resourceCountIs('AWS::Logs::LogGroup', 5);
+    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 5);
+    const lookup = Object.values(template.findResources('AWS::Lambda::Function'))
+      .filter((f) => f.Properties.Runtime?.startsWith('nodejs'));
+    assert.equal(lookup.length, 1, 'the IoT endpoint lookup');
+    assert.ok(lookup[0].Properties.LoggingConfig?.LogGroup, 'the lookup logs to a log group with retention');
   });
 
   it('routes POST /gasdetector, /dust, /temp on the REST API, each requiring an API key', () => {
@@ -172,6 +178,7 @@ describe('default stack', () => {
     for (const [id, rule] of Object.entries(rules)) {
       assert.match(id, /^[a-zA-Z0-9_]+$/, 'rule logical id doubles as a valid rule name');
       assert.equal(rule.Properties.TopicRulePayload.AwsIotSqlVersion, '2016-03-23');
+      assert.ok(rule.Properties.TopicRulePayload.ErrorAction.CloudwatchLogs, `${id} logs its failures`);
     }
     const lwt = rules.LastWillRule.Properties.TopicRulePayload;
     assert.match(lwt.Sql, /'connected': false/);
