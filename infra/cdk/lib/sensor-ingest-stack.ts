@@ -248,7 +248,7 @@ export class SensorIngestStack extends Stack {
     }
 
     // ------------------------------------------------------------ IoT Core: the boxes' policy
-    new iot.CfnPolicy(this, 'SensorBoxPolicy', {
+    const boxPolicy = new iot.CfnPolicy(this, 'SensorBoxPolicy', {
       policyName: `${this.stackName}-sensor-box`,
       policyDocument: {
         Version: '2012-10-17',
@@ -361,7 +361,13 @@ export class SensorIngestStack extends Stack {
       description: 'aws apigateway get-api-key --api-key <id> --include-value --query value --output text',
     });
     new CfnOutput(this, 'OpenSearchEndpoint', { value: openSearchUrl });
-    new CfnOutput(this, 'IotDataEndpoint', { value: iotDataEndpoint });
+    new CfnOutput(this, 'IotDataEndpoint', {
+      value: iotDataEndpoint, description: 'AWS_ENDPOINT_URL_IOT_DATA_PLANE; boxes connect to its host on port 8883',
+    });
+    new CfnOutput(this, 'SensorBoxPolicyName', { value: boxPolicy.ref, description: "IoT policy for each box's certificate" });
+    if (this.domain) {
+      new CfnOutput(this, 'OpenSearchDashboardsUrl', { value: `https://${this.domain.domainEndpoint}/_dashboards` });
+    }
     for (const sensor of SENSORS) {
       new CfnOutput(this, `${sensor.id}FunctionName`, { value: this.functions[sensor.name].functionName });
       new CfnOutput(this, `${sensor.id}RoleArn`, { value: this.functions[sensor.name].role!.roleArn });

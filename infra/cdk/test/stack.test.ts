@@ -219,8 +219,11 @@ describe('default stack', () => {
     }
   });
 
-  it('outputs the API URL, API key id, OpenSearch endpoint and IoT data endpoint', () => {
-    for (const output of ['RestApiUrl', 'ApiKeyId', 'OpenSearchEndpoint', 'IotDataEndpoint']) {
+  it('outputs what the deploy guide reads: API URL, API key id, endpoints, policy, functions, roles', () => {
+    for (const output of [
+      'RestApiUrl', 'ApiKeyId', 'OpenSearchEndpoint', 'OpenSearchDashboardsUrl', 'IotDataEndpoint', 'SensorBoxPolicyName',
+      'GasdetectorFunctionName', 'DustFunctionName', 'TempFunctionName', 'GasdetectorRoleArn', 'DustRoleArn', 'TempRoleArn',
+    ]) {
       assert.ok(json.Outputs[output], output);
     }
   });
