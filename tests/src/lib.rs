@@ -1,1 +1,466 @@
+//! Real local peers for the integration tests, each on a free port so tests run in
+//! parallel: osmem-server (an OpenSearch-compatible server, a subprocess from the project
+//! virtualenv, installed with pip when missing), the localstack MQTT broker and IoT
+//! data-plane endpoint (in-process), an MQTT subscriber (rumqttc), and the real function
+//! pipeline (`shared::App`) configured for them.
+//!
+//! Waiting is always on an event with a deadline: a port answering, a message arriving, a
+//! document becoming searchable. A tool that cannot be installed fails the test with a
+//! message saying so.
 
+use localstack::{Broker, IotEndpoint};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use shared::{App, Config, Sensor};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+
+/// Deadline for any single awaited event.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+pub fn venv_dir() -> PathBuf {
+    root().join("target").join("venv")
+}
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    venv_dir().join("bin").join(name)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; callers retry on the rare race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+static PIP: Mutex<()> = Mutex::new(());
+
+/// Makes sure `target/venv` holds `spec` (a pip requirement), judged by `present`.
+/// Panics with a clear message when it cannot be installed.
+pub fn ensure_python_package(spec: &str, present: impl Fn() -> Option<PathBuf>) -> PathBuf {
+    let _guard = PIP.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = present() {
+        return path;
+    }
+    if !venv_bin("python").exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(venv_dir())
+            .status()
+            .unwrap_or_else(|e| panic!("{spec} is needed and python3 cannot run ({e}): install Python 3 (or run `cargo xtask test`)"));
+        assert!(
+            status.success(),
+            "python3 -m venv {} failed",
+            venv_dir().display()
+        );
+    }
+    let output = Command::new(venv_bin("python"))
+        .args(["-m", "pip", "install", "--quiet", spec])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run pip to install {spec}: {e}"));
+    assert!(
+        output.status.success(),
+        "pip install {spec} into {} failed: {}",
+        venv_dir().display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    present().unwrap_or_else(|| panic!("pip installed {spec} but its executable is missing"))
+}
+
+/// The osmem-server binary (shipped inside the wheel, no console script).
+pub fn osmem_binary() -> PathBuf {
+    ensure_python_package("osmem-server", || {
+        let script = venv_bin("osmem-server");
+        if script.exists() {
+            return Some(script);
+        }
+        std::fs::read_dir(venv_dir().join("lib"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("site-packages/osmem_server/bin/osmem-server"))
+            .find(|p| p.exists())
+    })
+}
+
+/// A child process killed (with its process group) when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &'static str, command: &mut Command) -> ChildGuard {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildGuard { child, name }
+    }
+
+    /// Fails the test if the process has already exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early ({status})", self.name);
+        }
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's process group; no memory involved.
+            unsafe {
+                kill(-pid, 9);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, panicking with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {:?} waiting for {what}",
+            deadline
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An osmem-server subprocess on a free port with the project's index templates applied.
+pub struct OpenSearch {
+    pub url: String,
+    pub http: reqwest::Client,
+    _process: ChildGuard,
+}
+
+impl OpenSearch {
+    pub async fn start() -> OpenSearch {
+        let binary = osmem_binary();
+        let http = reqwest::Client::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let mut process = ChildGuard::spawn(
+                "osmem-server",
+                Command::new(&binary)
+                    .args(["-addr", &addr, "-no-stdin-watch"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            let url = format!("http://{addr}");
+            let start = Instant::now();
+            let mut up = false;
+            while start.elapsed() < WAIT {
+                if let Ok(Some(_)) = process.child.try_wait() {
+                    break; // lost the port race: try another
+                }
+                if let Ok(r) = http.get(&url).send().await {
+                    up = r.status().is_success();
+                    if up {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !up {
+                continue;
+            }
+            let opensearch = OpenSearch {
+                url,
+                http,
+                _process: process,
+            };
+            opensearch.apply_templates().await;
+            return opensearch;
+        }
+        panic!("osmem-server ({}) did not come up", binary.display());
+    }
+
+    async fn apply_templates(&self) {
+        let dir = root().join("infra/opensearch/index-templates");
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            let body = std::fs::read_to_string(&path).unwrap();
+            let response = self
+                .http
+                .put(format!("{}/_index_template/{name}", self.url))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            assert!(status.is_success(), "template {name}: {status} {text}");
+        }
+    }
+
+    /// POST `path` with a JSON body; the status and JSON reply.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Documents in `index` matching `query` after a refresh (0 if the index is missing).
+    pub async fn count(&self, index: &str, query: Value) -> u64 {
+        let _ = self.post(&format!("/{index}/_refresh"), &json!({})).await;
+        let (status, reply) = self
+            .post(&format!("/{index}/_count"), &json!({ "query": query }))
+            .await;
+        match status {
+            200 => reply["count"].as_u64().expect("_count without count"),
+            404 => 0,
+            other => panic!("_count on {index}: {other} {reply}"),
+        }
+    }
+
+    /// Waits until `index` holds at least `n` documents matching `query`; the count.
+    pub async fn wait_count(&self, index: &str, query: Value, n: u64) -> u64 {
+        eventually(&format!("{n} documents in {index}"), WAIT, || {
+            let query = query.clone();
+            async move {
+                let count = self.count(index, query).await;
+                (count >= n).then_some(count)
+            }
+        })
+        .await
+    }
+
+    /// The hits of a search.
+    pub async fn search(&self, index: &str, query: Value) -> Vec<Value> {
+        let _ = self.post(&format!("/{index}/_refresh"), &json!({})).await;
+        let (status, reply) = self
+            .post(
+                &format!("/{index}/_search"),
+                &json!({ "query": query, "size": 100 }),
+            )
+            .await;
+        assert_eq!(status, 200, "_search on {index}: {reply}");
+        reply["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A rumqttc client subscribed to a filter (SUBACK received before this returns).
+pub struct Subscriber {
+    _client: AsyncClient,
+    messages: mpsc::UnboundedReceiver<rumqttc::Publish>,
+}
+
+impl Subscriber {
+    pub async fn connect(broker: SocketAddr, filter: &str) -> Subscriber {
+        let id = format!("it-sub-{}", fastrand::u32(..));
+        let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(ready) = ready_tx.take() {
+                            let _ = ready.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(publish)) => {
+                        let _ = tx.send(publish);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        timeout(WAIT, ready)
+            .await
+            .expect("no SUBACK from the broker")
+            .expect("subscriber task ended");
+        Subscriber {
+            _client: client,
+            messages,
+        }
+    }
+
+    /// The next message, as (topic, JSON payload, QoS).
+    pub async fn next(&mut self) -> (String, Value, QoS) {
+        let publish = timeout(WAIT, self.messages.recv())
+            .await
+            .expect("no MQTT message within the deadline")
+            .expect("subscriber closed");
+        let payload = serde_json::from_slice(&publish.payload).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&publish.payload).into_owned())
+        });
+        (publish.topic, payload, publish.qos)
+    }
+}
+
+/// Broker + IoT endpoint in-process, osmem-server as a subprocess.
+pub struct Peers {
+    pub broker: Broker,
+    pub iot: IotEndpoint,
+    pub opensearch: OpenSearch,
+}
+
+impl Peers {
+    pub async fn start() -> Peers {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let broker = Broker::start(any).await.expect("broker");
+        let iot = IotEndpoint::start(any, broker.publisher())
+            .await
+            .expect("IoT endpoint");
+        let opensearch = OpenSearch::start().await;
+        Peers {
+            broker,
+            iot,
+            opensearch,
+        }
+    }
+
+    /// The function configuration for these peers (the same keys as the env vars).
+    pub fn env(&self) -> HashMap<String, String> {
+        [
+            ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", self.iot.url()),
+            ("OPENSEARCH_URL", self.opensearch.url.clone()),
+            ("OPENSEARCH_AUTH", "none".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "AKIDINTEGRATION".into()),
+            ("AWS_SECRET_ACCESS_KEY", "integration-secret".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// The real pipeline with the real adapters, configured for these peers.
+    pub async fn app(&self, sensor: Sensor) -> App {
+        app_with(sensor, self.env()).await
+    }
+
+    /// Publishes `marker` on `topic` through the IoT endpoint: once it arrives, anything
+    /// published before it has been delivered, so "nothing else arrived" is proven.
+    pub async fn publish_marker(&self, topic: &str) {
+        let client = iot_client(&self.iot.url());
+        client
+            .publish()
+            .topic(topic)
+            .qos(1)
+            .payload(aws_sdk_iotdataplane::primitives::Blob::new(
+                br#"{"marker":true}"#.to_vec(),
+            ))
+            .send()
+            .await
+            .expect("marker publish");
+    }
+}
+
+pub async fn app_with(sensor: Sensor, env: HashMap<String, String>) -> App {
+    let config = Config::from_lookup(sensor, |key: &str| env.get(key).cloned())
+        .unwrap_or_else(|e| panic!("configuration: {e}"));
+    App::from_config(config)
+        .await
+        .unwrap_or_else(|e| panic!("init: {e}"))
+}
+
+/// The real SDK client with dummy credentials against `endpoint`.
+pub fn iot_client(endpoint: &str) -> aws_sdk_iotdataplane::Client {
+    use aws_sdk_iotdataplane::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_iotdataplane::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "AKIDINTEGRATION",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_iotdataplane::Client::from_conf(config)
+}
+
+/// `POST /<sensor>` with `body` through the pipeline: status and JSON reply.
+pub async fn post(app: &App, sensor: &str, body: &str) -> (u16, Value) {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("/{sensor}"))
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::from(body.to_owned()))
+        .expect("request");
+    let response = app.handle(request).await;
+    let status = response.status().as_u16();
+    let body = match response.body() {
+        lambda_http::Body::Text(text) => text.clone().into_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes.clone(),
+        _ => Vec::new(),
+    };
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, json)
+}
+
+/// A gasdetector reading: `no2` at `no2`, other measures harmless.
+pub fn gas_reading(groupid: &str, no2: &str, createdtime: &str) -> String {
+    json!({
+        "groupid": groupid,
+        "gps": "37.61002501514269, 126.99636868892937",
+        "co": {"sensorid": "0005", "sensortype": "8", "value": "26.20", "createdtime": createdtime},
+        "no2": {"sensorid": "0006", "sensortype": "9", "value": no2, "createdtime": createdtime},
+        "c2h5oh": {"sensorid": "0007", "sensortype": "27", "value": "26.11", "createdtime": createdtime},
+        "h2": {"sensorid": "0008", "sensortype": "30", "value": "400", "createdtime": createdtime}
+    })
+    .to_string()
+}
