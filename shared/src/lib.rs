@@ -19,6 +19,7 @@ pub mod request;
 pub mod response;
 pub mod retry;
 pub mod rules;
+pub mod runtime;
 pub mod sensor;
 pub mod sensor_label;
 pub mod topic;

@@ -1,11 +1,11 @@
 //! `POST /gasdetector`: wiring only; the pipeline lives in the `shared` crate.
 
-use lambda_http::{service_fn, Error};
+use lambda_http::Error;
 use shared::{App, Sensor};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::init_tracing();
     let app = App::from_env(Sensor::Gasdetector).await?;
-    lambda_http::run(service_fn(|request| app.invoke(request))).await
+    shared::runtime::run(app).await
 }

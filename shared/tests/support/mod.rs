@@ -1,0 +1,194 @@
+//! Fakes for the two ports and request helpers, shared by the reliability tests
+//! (`bad_events`, `runtime`, `sigv4`). Same style as the fakes in `handler.rs`.
+#![allow(dead_code)]
+
+use lambda_http::{Body, Request, Response};
+use serde_json::Value;
+use shared::app::App;
+use shared::document::Document;
+use shared::pipeline::Pipeline;
+use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
+use shared::retry::RetryPolicy;
+use shared::{Config, Sensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Records every message it is given.
+#[derive(Default, Clone)]
+pub struct FakePublisher {
+    pub sent: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Publisher for FakePublisher {
+    async fn publish(&self, message: &Message) -> Result<(), DownstreamError> {
+        self.sent.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+/// An index with `create` semantics that counts its calls.
+#[derive(Default, Clone)]
+pub struct FakeIndexer {
+    pub docs: Arc<Mutex<HashMap<(String, String), Value>>>,
+    pub calls: Arc<Mutex<usize>>,
+}
+
+impl Indexer for FakeIndexer {
+    async fn create_all(
+        &self,
+        documents: &[&Document],
+    ) -> Result<Vec<IndexOutcome>, DownstreamError> {
+        *self.calls.lock().unwrap() += 1;
+        let mut docs = self.docs.lock().unwrap();
+        Ok(documents
+            .iter()
+            .map(|d| {
+                let key = (d.index.clone(), d.id.as_str().to_string());
+                if docs.contains_key(&key) {
+                    IndexOutcome::AlreadyStored
+                } else {
+                    docs.insert(key, Value::Object(d.body.clone()));
+                    IndexOutcome::Created
+                }
+            })
+            .collect())
+    }
+}
+
+pub struct Harness {
+    pub app: App<FakePublisher, FakeIndexer>,
+    pub publisher: FakePublisher,
+    pub indexer: FakeIndexer,
+}
+
+impl Harness {
+    pub fn new(sensor: Sensor) -> Harness {
+        let publisher = FakePublisher::default();
+        let indexer = FakeIndexer::default();
+        let fast = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            attempt_timeout: Duration::from_millis(500),
+        };
+        let pipeline = Pipeline::new(&config(sensor), publisher.clone(), indexer.clone())
+            .with_retry_policy(fast);
+        Harness {
+            app: App::from_pipeline(pipeline),
+            publisher,
+            indexer,
+        }
+    }
+
+    pub fn published(&self) -> usize {
+        self.publisher.sent.lock().unwrap().len()
+    }
+
+    pub fn indexed(&self) -> usize {
+        self.indexer.docs.lock().unwrap().len()
+    }
+
+    pub fn index_calls(&self) -> usize {
+        *self.indexer.calls.lock().unwrap()
+    }
+}
+
+pub fn config(sensor: Sensor) -> Config {
+    let env: HashMap<&str, &str> = HashMap::from([
+        ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", "http://127.0.0.1:1"),
+        ("OPENSEARCH_URL", "http://127.0.0.1:2"),
+        ("OPENSEARCH_AUTH", "none"),
+    ]);
+    Config::from_lookup(sensor, |k| env.get(k).map(|v| v.to_string())).unwrap()
+}
+
+pub fn sensor_of_route(route: &str) -> Sensor {
+    Sensor::ALL
+        .into_iter()
+        .find(|s| route.trim_start_matches('/') == s.name())
+        .unwrap_or_else(|| panic!("no sensor for route {route}"))
+}
+
+pub fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+pub fn request(method: &str, path: &str, body: impl Into<Body>) -> Request {
+    lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(body.into())
+        .unwrap()
+}
+
+pub fn json_of(response: &Response<Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap_or_else(|e| {
+        panic!(
+            "response body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(response.body().as_ref())
+        )
+    })
+}
+
+/// The reading of DESIGN.md, for `/gasdetector`; trips no rule.
+pub const SEED: &str = r#"{"groupid": "2", "gps": "37.61002501514269, 126.99636868892937",
+ "co":     {"sensorid": "0005", "sensortype": "8",  "value": "26.20", "createdtime": "2021-09-03 18:14:49"},
+ "no2":    {"sensorid": "0006", "sensortype": "9",  "value": "52.00", "createdtime": "2021-09-03 18:14:49"},
+ "c2h5oh": {"sensorid": "0007", "sensortype": "27", "value": "26.11", "createdtime": "2021-09-03 18:14:49"},
+ "h2":     {"sensorid": "0008", "sensortype": "30", "value": "400",   "createdtime": "2021-09-03 18:14:49"}}"#;
+
+/// A good reading for any route (one measure).
+pub fn good_reading(sensor: Sensor) -> Value {
+    let measure = sensor.measures()[0].name();
+    serde_json::json!({"groupid": "7", measure: {"sensorid": "1", "sensortype": "2", "value": "1.5", "createdtime": "2021-09-03 18:14:49"}})
+}
+
+/// An API Gateway REST (v1) proxy event around `body`.
+pub fn apigw_rest_event(method: &str, path: &str, body: &str, base64: bool) -> String {
+    serde_json::json!({
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"content-type": "application/json", "Host": "abc.execute-api.us-east-1.amazonaws.com"},
+        "multiValueHeaders": {"content-type": ["application/json"], "Host": ["abc.execute-api.us-east-1.amazonaws.com"]},
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": null,
+        "stageVariables": null,
+        "requestContext": {
+            "resourceId": "abc", "resourcePath": path, "httpMethod": method,
+            "extendedRequestId": "x", "requestTime": "03/Sep/2021:18:14:49 +0000",
+            "path": format!("/prod{path}"), "accountId": "123456789012", "protocol": "HTTP/1.1",
+            "stage": "prod", "domainPrefix": "abc", "requestTimeEpoch": 1630692889000u64,
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "box"},
+            "domainName": "abc.execute-api.us-east-1.amazonaws.com", "apiId": "abc"
+        },
+        "body": body,
+        "isBase64Encoded": base64
+    })
+    .to_string()
+}
+
+/// An HTTP API (v2) event around `body`.
+pub fn http_api_event(method: &str, path: &str, body: &str, base64: bool) -> String {
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc", "domainName": "abc.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "box"},
+            "requestId": "id", "routeKey": format!("{method} {path}"), "stage": "$default",
+            "time": "03/Sep/2021:18:14:49 +0000", "timeEpoch": 1630692889000u64
+        },
+        "body": body,
+        "isBase64Encoded": base64
+    })
+    .to_string()
+}
