@@ -1,7 +1,10 @@
 //! Project automation (`cargo xtask <command>`), the rust-analyzer way: one binary,
 //! plain std, no shell scripts.
 
+mod cargo_tools;
+mod deny;
 mod dev;
+mod fuzz;
 mod infra;
 mod test;
 mod tools;
@@ -17,6 +20,8 @@ commands:
   infra-check    offline checks of infra/: cfn-lint, sam validate --lint, CDK assertions
   opensearch-templates <url> [--sigv4 <region>]   PUT infra/opensearch/index-templates/*.json
   build-lambda   cargo lambda build --release of the three functions
+  deny           cargo deny check bans licenses sources (+ advisories when the network is reachable)
+  fuzz [secs]    run the parser/validation fuzz target (default 60 s) and minimize its corpus
 ";
 
 fn main() -> ExitCode {
@@ -32,6 +37,8 @@ fn main() -> ExitCode {
         "infra-check" => infra::check(rest),
         "opensearch-templates" => infra::apply_templates(rest),
         "build-lambda" => tools::build_lambda(rest),
+        "deny" => deny::check(rest),
+        "fuzz" => fuzz::run_fuzz(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
