@@ -1,0 +1,140 @@
+//! The functions as `cargo xtask dev` runs them: built and served by `cargo lambda watch`,
+//! invoked with `cargo lambda invoke --data-file events/...` and through the localstack
+//! gateway, publishing to the in-process broker and indexing into osmem-server.
+
+use integration_tests::{
+    ensure_python_package, eventually, free_port, root, venv_bin, venv_dir, ChildGuard, Peers,
+    Subscriber,
+};
+use localstack::{Gateway, GatewayConfig};
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Building the functions under watch can take a while on 2 cores when the cache is cold.
+const BUILD: Duration = Duration::from_secs(600);
+
+fn path_with_venv() -> String {
+    let mut path = venv_dir().join("bin").to_string_lossy().into_owned();
+    if let Ok(existing) = std::env::var("PATH") {
+        path.push(':');
+        path.push_str(&existing);
+    }
+    path
+}
+
+async fn cargo_lambda_invoke(port: u16, function: &str, file: &str) -> Value {
+    let cargo_lambda = venv_bin("cargo-lambda");
+    let mut command = tokio::process::Command::new(&cargo_lambda);
+    command
+        .current_dir(root())
+        .env("PATH", path_with_venv())
+        .args(["lambda", "invoke", function, "-A", "127.0.0.1"])
+        .args(["-P", &port.to_string(), "--data-file", file])
+        .args(["--output-format", "json"])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(BUILD, command.output())
+        .await
+        .expect("cargo lambda invoke did not finish")
+        .expect("cannot run cargo lambda invoke");
+    assert!(
+        output.status.success(),
+        "cargo lambda invoke {function} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "cargo lambda invoke printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cargo_lambda_watch_serves_the_functions() {
+    let cargo_lambda = ensure_python_package("cargo-lambda", || {
+        let bin = venv_bin("cargo-lambda");
+        bin.exists().then_some(bin)
+    });
+    let peers = Peers::start().await;
+    let mut subscriber = Subscriber::connect(peers.broker.local_addr(), "pi/2").await;
+
+    let env = peers.env();
+    let env_file = std::env::temp_dir().join(format!("it-functions-{}.env", std::process::id()));
+    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(&env_file, text).unwrap();
+    let port = free_port();
+    let mut watch = ChildGuard::spawn(
+        "cargo lambda watch",
+        Command::new(&cargo_lambda)
+            .current_dir(root())
+            .env("PATH", path_with_venv())
+            .envs(&env)
+            .args(["lambda", "watch", "--ignore-changes", "-A", "127.0.0.1"])
+            .args(["-P", &port.to_string()])
+            .arg("--env-file")
+            .arg(&env_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
+    eventually("cargo lambda watch to listen", BUILD, || {
+        watch.assert_running();
+        let up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+        async move { up.then_some(()) }
+    })
+    .await;
+
+    // A REST API event from events/ (base64 body, no2 = 95) via `cargo lambda invoke`.
+    let reply = cargo_lambda_invoke(
+        port,
+        "gasdetector",
+        "events/gasdetector/warn-no2-apigw-rest.json",
+    )
+    .await;
+    assert_eq!(reply["statusCode"], 200, "{reply}");
+    let body: Value = serde_json::from_str(reply["body"].as_str().expect("body")).unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    let (topic, warning, _) = subscriber.next().await;
+    assert_eq!(topic, "pi/2");
+    assert_eq!(warning["warning"], "no2 warning");
+    assert_eq!(warning["id"], body["id"]);
+    peers
+        .opensearch
+        .wait_count("gasdetect", json!({"range": {"no2.value": {"gte": 90}}}), 1)
+        .await;
+
+    // The same function through the gateway: a plain POST becomes a REST proxy event.
+    let gateway = Gateway::start(
+        "127.0.0.1:0".parse().unwrap(),
+        GatewayConfig::sensors(format!("http://127.0.0.1:{port}")),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let reading = json!({"groupid": "2",
+        "no2": {"sensorid": "0006", "sensortype": "9", "value": "99", "createdtime": "2021-09-03 19:00:00"}});
+    let response = http
+        .post(format!("{}/gasdetector", gateway.url()))
+        .header("content-type", "application/json")
+        .body(reading.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["warnings"].as_array().map(Vec::len), Some(1), "{body}");
+    let (_, warning, _) = subscriber.next().await;
+    assert_eq!(warning["value"], 99.0);
+
+    // Any method but POST is the function's 405, passed through.
+    let response = http
+        .get(format!("{}/gasdetector", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+
+    let _ = std::fs::remove_file(&env_file);
+}
