@@ -320,14 +320,23 @@ try it:
 /// `events/` has no plain body sample.
 const SEED: &str = r#"{"groupid": "2", "gps": "37.61002501514269, 126.99636868892937", "co": {"sensorid": "0005", "sensortype": "8", "value": "26.20", "createdtime": "2021-09-03 18:14:49"}, "no2": {"sensorid": "0006", "sensortype": "9", "value": "95.00", "createdtime": "2021-09-03 18:14:49"}}"#;
 
-/// A plain request body under `events/gasdetector/` (a reading, not an envelope).
+/// A plain request body under `events/gasdetector/` (a reading, not an envelope),
+/// preferably one that trips the no2 rule.
 fn sample_body() -> Option<PathBuf> {
-    sample_files()
-        .into_iter()
-        .find(|(_, text)| {
-            serde_free_has_key(text, "groupid") && !serde_free_has_key(text, "httpMethod")
+    let files = sample_files();
+    let plain =
+        |text: &str| serde_free_has_key(text, "groupid") && !serde_free_has_key(text, "httpMethod");
+    let named = |path: &Path, part: &str| path.to_string_lossy().contains(part);
+    files
+        .iter()
+        .find(|(path, text)| plain(text) && named(path, "warn-no2"))
+        .or_else(|| {
+            files
+                .iter()
+                .find(|(path, text)| plain(text) && !named(path, "batch"))
         })
-        .map(|(path, _)| path)
+        .or_else(|| files.iter().find(|(_, text)| plain(text)))
+        .map(|(path, _)| path.clone())
 }
 
 /// An API Gateway REST event under `events/gasdetector/` for `cargo lambda invoke`.
@@ -336,7 +345,8 @@ fn sample_event() -> Option<PathBuf> {
     files
         .iter()
         .find(|(path, text)| {
-            serde_free_has_key(text, "httpMethod") && path.to_string_lossy().contains("warn")
+            serde_free_has_key(text, "httpMethod")
+                && path.to_string_lossy().contains("warn-no2-apigw-rest")
         })
         .or_else(|| {
             files
