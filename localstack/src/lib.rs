@@ -4,6 +4,7 @@
 //! (port 0 picks a free one) and reports the address it bound, so tests can run many
 //! stacks side by side.
 
+pub mod fault;
 pub mod gateway;
 mod http;
 pub mod iot;
