@@ -14,7 +14,15 @@ use std::time::{Duration, Instant};
 struct Moto {
     url: String,
     http: reqwest::Client,
-    _process: ChildGuard,
+    process: Option<ChildGuard>,
+    workdir: std::path::PathBuf,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
 }
 
 impl Moto {
@@ -26,9 +34,14 @@ impl Moto {
         let http = reqwest::Client::new();
         for _attempt in 0..3 {
             let port = free_port().to_string();
+            // moto writes its recording file into its working directory.
+            let workdir =
+                std::env::temp_dir().join(format!("it-moto-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&workdir).expect("moto working directory");
             let mut process = ChildGuard::spawn(
                 "moto_server",
                 Command::new(&binary)
+                    .current_dir(&workdir)
                     .args(["-H", "127.0.0.1", "-p", &port])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -46,7 +59,8 @@ impl Moto {
                         return Moto {
                             url,
                             http,
-                            _process: process,
+                            process: Some(process),
+                            workdir,
                         };
                     }
                 }
