@@ -16,6 +16,8 @@ use tokio::time::Instant;
 
 /// Time budget when the event carries no Lambda deadline (tests, local servers).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+/// 2001-09-09 in epoch milliseconds: smaller deadlines are relative budgets.
+const EPOCH_MS_2001: u64 = 1_000_000_000_000;
 /// Lambda's longest timeout.
 const MAX_BUDGET: Duration = Duration::from_secs(900);
 /// Kept back from the Lambda deadline to write the 503 before the function times out.
@@ -70,7 +72,7 @@ impl App {
     }
 }
 
-async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
+pub async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = &config.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
@@ -184,7 +186,13 @@ fn deadline_of(request: &Request) -> Instant {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let left = u128::from(context.deadline).saturating_sub(now_ms);
+    // AWS sends epoch milliseconds; `cargo lambda watch` sends its timeout as a relative
+    // budget (e.g. 600000). Anything before 2001 cannot be an epoch deadline.
+    let left = if context.deadline < EPOCH_MS_2001 {
+        u128::from(context.deadline)
+    } else {
+        u128::from(context.deadline).saturating_sub(now_ms)
+    };
     // Lambda runs at most 15 minutes; a bogus far-future deadline must not overflow.
     let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)).min(MAX_BUDGET);
     now + left.saturating_sub(DEADLINE_MARGIN)
@@ -237,10 +245,19 @@ mod tests {
     }
 
     #[test]
+    fn a_small_deadline_is_a_relative_budget_as_cargo_lambda_watch_sends_it() {
+        let before = Instant::now();
+        let budget = deadline_of(&request_with_deadline(600_000)) - before;
+        assert!(budget >= Duration::from_millis(599_000), "{budget:?}");
+        assert!(budget <= Duration::from_millis(600_000), "{budget:?}");
+    }
+
+    #[test]
     fn missing_past_or_absurd_deadlines_are_safe() {
         let now = Instant::now();
         assert!(deadline_of(&request_with_deadline(0)) >= now + DEFAULT_BUDGET);
-        assert!(deadline_of(&request_with_deadline(1)) <= Instant::now());
+        let past = epoch_ms() - 1_000;
+        assert!(deadline_of(&request_with_deadline(past)) <= Instant::now());
         assert!(deadline_of(&request_with_deadline(u64::MAX)) <= Instant::now() + MAX_BUDGET);
     }
 }
