@@ -123,8 +123,7 @@ impl FaultProxy {
         upstream: &str,
         config: FaultConfig,
     ) -> io::Result<FaultProxy> {
-        if !(0.0..=1.0).contains(&config.rate) || (config.rate > 0.0 && config.faults.is_empty())
-        {
+        if !(0.0..=1.0).contains(&config.rate) || (config.rate > 0.0 && config.faults.is_empty()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "fault rate must be in [0, 1] with at least one fault",

@@ -199,8 +199,10 @@ mod tests {
     fn only_undecodable_flagged_bodies_are_rewritten() {
         let guard = Base64Guard::new();
         let event = |flag: Value, body: Value| {
-            serde_json::to_vec(&json!({"httpMethod": "POST", "isBase64Encoded": flag, "body": body}))
-                .unwrap()
+            serde_json::to_vec(
+                &json!({"httpMethod": "POST", "isBase64Encoded": flag, "body": body}),
+            )
+            .unwrap()
         };
         assert!(guard.rewrite(&event(json!(true), json!("e30="))).is_none());
         assert!(guard.rewrite(&event(json!(false), json!("!!"))).is_none());

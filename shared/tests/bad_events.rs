@@ -4,9 +4,9 @@
 //! status, a JSON error naming the field, nothing published or indexed, no panic or
 //! hang, and the same app still stores a good reading afterwards.
 
-mod support;
 #[path = "support/bad_cases.rs"]
 mod bad_cases;
+mod support;
 
 use shared::runtime::{answer, Base64Guard};
 use shared::Sensor;
@@ -36,8 +36,10 @@ fn the_corpus_is_big_and_covers_every_route_and_kind() {
 
 #[tokio::test]
 async fn every_bad_request_gets_its_answer_through_the_handler() {
-    let harnesses: HashMap<Sensor, Harness> =
-        Sensor::ALL.into_iter().map(|s| (s, Harness::new(s))).collect();
+    let harnesses: HashMap<Sensor, Harness> = Sensor::ALL
+        .into_iter()
+        .map(|s| (s, Harness::new(s)))
+        .collect();
     let mut failures = Vec::new();
     let mut ran = 0;
     for case in bad_cases::load() {
@@ -59,14 +61,20 @@ async fn every_bad_request_gets_its_answer_through_the_handler() {
             failures.push(format!("{}: something was published or indexed", case.name));
         }
     }
-    assert!(failures.is_empty(), "{ran} cases, failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{ran} cases, failures:\n{}",
+        failures.join("\n")
+    );
     still_serving(&harnesses).await;
 }
 
 #[tokio::test]
 async fn every_bad_request_gets_its_answer_through_the_runtime_path() {
-    let harnesses: HashMap<Sensor, Harness> =
-        Sensor::ALL.into_iter().map(|s| (s, Harness::new(s))).collect();
+    let harnesses: HashMap<Sensor, Harness> = Sensor::ALL
+        .into_iter()
+        .map(|s| (s, Harness::new(s)))
+        .collect();
     let guard = Base64Guard::new();
     let mut failures = Vec::new();
     for case in bad_cases::load() {

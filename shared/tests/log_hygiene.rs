@@ -71,7 +71,7 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
                 let docs = r.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() / 2;
                 let items: Vec<Value> = (0..docs)
                     .map(|i| {
-                        if i == 0 && n >= 5 && n % 2 == 0 {
+                        if i == 0 && n >= 5 && n.is_multiple_of(2) {
                             json!({"create": {"_id": "x", "status": 400, "error": {"type": "mapper_parsing_exception",
                                 "reason": format!("failed to parse; Preview of field's value: {echo}")}}})
                         } else {
@@ -80,7 +80,7 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
                     })
                     .collect();
                 RawResponse::json(200, &json!({"took": 1, "errors": true, "items": items}))
-            } else if n >= 5 && n % 3 == 0 {
+            } else if n >= 5 && n.is_multiple_of(3) {
                 // What IoT Core says: it names the caller and the topic, not the payload.
                 RawResponse::json(403, &json!({"message": format!(
                     "User: arn:aws:sts::123456789012:assumed-role/fn/gasdetector is not authorized to perform: iot:Publish on resource: arn:aws:iot:eu-west-1:123456789012:topic{}",
@@ -114,7 +114,11 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
     for (i, body) in [
         reading("2", "95.00", "2021-09-03 18:14:49").to_string(),
         reading("3", "12.50", "2021-09-03 18:14:50").to_string(),
-        json!([reading("4", "95.00", "2021-09-03 18:14:51"), reading("5", "77.75", "2021-09-03 18:14:52")]).to_string(),
+        json!([
+            reading("4", "95.00", "2021-09-03 18:14:51"),
+            reading("5", "77.75", "2021-09-03 18:14:52")
+        ])
+        .to_string(),
         reading("6", "NaN", "2021-09-03 18:14:53").to_string(),
         reading("2/#", "95.00", "2021-09-03 18:14:54").to_string(),
         "{\"groupid\": \"2\", \"no2\": {\"value\": \"95.00\"".to_string(),
@@ -132,7 +136,10 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
             "request {i}: {reply}"
         );
     }
-    assert!(calls.load(Ordering::SeqCst) > 4, "the downstreams were called");
+    assert!(
+        calls.load(Ordering::SeqCst) > 4,
+        "the downstreams were called"
+    );
     drop(_guard);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

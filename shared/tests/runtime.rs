@@ -141,14 +141,16 @@ fn runtime_api(
                     "lambda-runtime-invoked-function-arn",
                     "arn:aws:lambda:us-east-1:123456789012:function:gasdetector",
                 )
-                .header("lambda-runtime-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+                .header(
+                    "lambda-runtime-trace-id",
+                    "Root=1-5759e988-bd862e3fe1be46a994272793",
+                ),
         );
     }
     if let Some(rest) = path.strip_prefix("/2018-06-01/runtime/invocation/") {
         let (id, kind) = rest.split_once('/').unwrap_or((rest, ""));
-        let body = serde_json::from_slice(&request.body).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&request.body).into_owned())
-        });
+        let body = serde_json::from_slice(&request.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&request.body).into_owned()));
         let _ = posted.send(Posted {
             request_id: id.to_string(),
             kind: kind.to_string(),

@@ -43,7 +43,10 @@ async fn app_against_recorder(
         ("OPENSEARCH_AUTH", "sigv4"),
         ("AWS_REGION", "eu-west-1"),
         ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        ),
     ]);
     for (k, v) in extra {
         env.insert(k, v);
@@ -94,24 +97,36 @@ async fn opensearch_requests_are_signed_for_es_with_the_session_token() {
         "{auth}"
     );
     assert!(auth.contains("/eu-west-1/es/aws4_request"), "{auth}");
-    assert!(auth.contains("SignedHeaders=") && auth.contains("Signature="), "{auth}");
+    assert!(
+        auth.contains("SignedHeaders=") && auth.contains("Signature="),
+        "{auth}"
+    );
     let signed = auth
         .split("SignedHeaders=")
         .nth(1)
         .and_then(|s| s.split(',').next())
         .unwrap_or("");
     for header in ["host", "x-amz-date"] {
-        assert!(signed.split(';').any(|h| h == header), "{header} signed: {auth}");
+        assert!(
+            signed.split(';').any(|h| h == header),
+            "{header} signed: {auth}"
+        );
     }
     let date = bulk.header("x-amz-date").expect("x-amz-date");
     assert_eq!(date.len(), 16, "{date}");
-    assert_eq!(bulk.header("x-amz-security-token"), Some("SESSIONTOKENEXAMPLE"));
+    assert_eq!(
+        bulk.header("x-amz-security-token"),
+        Some("SESSIONTOKENEXAMPLE")
+    );
     assert!(!auth.contains("wJalrXUtnFEMI"), "the secret never travels");
 
     // The IoT publish is signed too, for the iotdata service.
     let auth = authorization(&publish);
     assert!(auth.contains("/eu-west-1/iotdata/aws4_request"), "{auth}");
-    assert_eq!(publish.header("x-amz-security-token"), Some("SESSIONTOKENEXAMPLE"));
+    assert_eq!(
+        publish.header("x-amz-security-token"),
+        Some("SESSIONTOKENEXAMPLE")
+    );
 }
 
 #[tokio::test]

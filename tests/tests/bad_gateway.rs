@@ -42,15 +42,21 @@ async fn invoke(
     let request = match lambda_http::request::from_str(&text) {
         Ok(r) => r,
         Err(e) => {
-            return RawResponse::json(200, &json!({"errorType": "Parse", "errorMessage": e.to_string()}))
-                .header("x-amz-function-error", "Unhandled")
+            return RawResponse::json(
+                200,
+                &json!({"errorType": "Parse", "errorMessage": e.to_string()}),
+            )
+            .header("x-amz-function-error", "Unhandled")
         }
     };
     let response = match answer(&harnesses[&sensor].app, guard, request).await {
         Ok(r) => r,
         Err(e) => {
-            return RawResponse::json(200, &json!({"errorType": "Handler", "errorMessage": e.to_string()}))
-                .header("x-amz-function-error", "Unhandled")
+            return RawResponse::json(
+                200,
+                &json!({"errorType": "Handler", "errorMessage": e.to_string()}),
+            )
+            .header("x-amz-function-error", "Unhandled")
         }
     };
     let mut headers = Map::new();
@@ -74,8 +80,12 @@ async fn invoke(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_request_through_the_local_gateway() {
-    let harnesses: Arc<HashMap<Sensor, Harness>> =
-        Arc::new(Sensor::ALL.into_iter().map(|s| (s, Harness::new(s))).collect());
+    let harnesses: Arc<HashMap<Sensor, Harness>> = Arc::new(
+        Sensor::ALL
+            .into_iter()
+            .map(|s| (s, Harness::new(s)))
+            .collect(),
+    );
     let guard = Base64Guard::new();
     let (addr, _invoke_api) = {
         let (harnesses, guard) = (harnesses.clone(), guard.clone());
@@ -105,7 +115,9 @@ async fn every_bad_request_through_the_local_gateway() {
         let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");
         let mut request = http.request(method, format!("{}{}", gateway.url(), case.route));
         if !body.is_empty() {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = tokio::time::timeout(Duration::from_secs(30), request.send())
             .await
@@ -123,7 +135,11 @@ async fn every_bad_request_through_the_local_gateway() {
             }
         }
     }
-    assert!(failures.is_empty(), "{ran} cases, failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{ran} cases, failures:\n{}",
+        failures.join("\n")
+    );
     assert!(ran >= 60, "{ran} cases through the gateway");
 
     for sensor in Sensor::ALL {

@@ -38,17 +38,30 @@ fn seed() -> u64 {
 
 /// Reading `i`: its own time, one of 7 groups; every 5th trips no2, every 11th trips co.
 fn reading(i: usize) -> Value {
-    let time = format!("2021-09-03 {:02}:{:02}:{:02}", 10 + i / 3600, (i / 60) % 60, i % 60);
-    let no2 = if i % 5 == 0 { "95.00" } else { "52.00" };
-    let co = if i % 11 == 0 { "60.5" } else { "26.20" };
+    let time = format!(
+        "2021-09-03 {:02}:{:02}:{:02}",
+        10 + i / 3600,
+        (i / 60) % 60,
+        i % 60
+    );
+    let no2 = if trips_no2(i) { "95.00" } else { "52.00" };
+    let co = if trips_co(i) { "60.5" } else { "26.20" };
     json!({"groupid": format!("g{}", i % 7), "gps": "37.61, 126.99",
         "no2": {"sensorid": "0006", "sensortype": "9", "value": no2, "createdtime": time},
         "co": {"sensorid": "0005", "sensortype": "8", "value": co, "createdtime": time}})
 }
 
+fn trips_no2(i: usize) -> bool {
+    i.is_multiple_of(5)
+}
+
+fn trips_co(i: usize) -> bool {
+    i.is_multiple_of(11)
+}
+
 fn expected_trips() -> usize {
     (0..READINGS)
-        .map(|i| usize::from(i % 5 == 0) + usize::from(i % 11 == 0))
+        .map(|i| usize::from(trips_no2(i)) + usize::from(trips_co(i)))
         .sum()
 }
 
@@ -178,8 +191,16 @@ async fn nothing_lost_nothing_duplicated_under_injected_faults() {
     }
     let load_time = load_started.elapsed();
     let log = std::mem::take(&mut *log.lock().unwrap());
-    assert!(log.unexpected.is_empty(), "only 200 and 503: {:?}", log.unexpected);
-    assert_eq!(log.replies.len(), request_count, "every request answered 200 in the end");
+    assert!(
+        log.unexpected.is_empty(),
+        "only 200 and 503: {:?}",
+        log.unexpected
+    );
+    assert_eq!(
+        log.replies.len(),
+        request_count,
+        "every request answered 200 in the end"
+    );
 
     // Ids and warnings as the function reported them.
     let mut ids: Vec<String> = Vec::new();
@@ -188,7 +209,10 @@ async fn nothing_lost_nothing_duplicated_under_injected_faults() {
         let id = reply["id"].as_str().expect("id").to_string();
         for w in reply["warnings"].as_array().expect("warnings") {
             assert_eq!(w["id"], id.as_str());
-            trips.insert((id.clone(), w["measure"].as_str().expect("measure").to_string()));
+            trips.insert((
+                id.clone(),
+                w["measure"].as_str().expect("measure").to_string(),
+            ));
         }
         ids.push(id);
     };
@@ -206,11 +230,18 @@ async fn nothing_lost_nothing_duplicated_under_injected_faults() {
     }
     let distinct: HashSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), READINGS, "one id per reading");
-    assert_eq!(trips.len(), expected_trips(), "the replies report every tripped rule");
+    assert_eq!(
+        trips.len(),
+        expected_trips(),
+        "the replies report every tripped rule"
+    );
 
     // Exactly once in OpenSearch (read directly, not through the proxy).
     let all = json!({"match_all": {}});
-    let total = peers.opensearch.wait_count("gasdetect", all.clone(), READINGS as u64).await;
+    let total = peers
+        .opensearch
+        .wait_count("gasdetect", all.clone(), READINGS as u64)
+        .await;
     let id_list: Vec<&String> = distinct.iter().copied().collect();
     let by_id = peers
         .opensearch
@@ -258,7 +289,10 @@ async fn nothing_lost_nothing_duplicated_under_injected_faults() {
         started.elapsed(),
         trips.len(),
     );
-    assert!(iot.injected_total() > 0 && os.injected_total() > 0, "faults were injected");
+    assert!(
+        iot.injected_total() > 0 && os.injected_total() > 0,
+        "faults were injected"
+    );
     if log.unavailable == 0 {
         println!("  note: no request ran out of attempts this run (503 path not exercised)");
     }

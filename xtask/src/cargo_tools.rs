@@ -16,7 +16,10 @@ pub fn ensure(krate: &str, bin: &str) -> Result<PathBuf> {
     if path.exists() {
         return Ok(path);
     }
-    eprintln!("xtask: installing {krate} into {} (once)", tools_root().display());
+    eprintln!(
+        "xtask: installing {krate} into {} (once)",
+        tools_root().display()
+    );
     let start = Instant::now();
     run(Command::new("cargo")
         .current_dir(root())
@@ -28,7 +31,10 @@ pub fn ensure(krate: &str, bin: &str) -> Result<PathBuf> {
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("{krate} installed but {} is missing", path.display()))
+        Err(format!(
+            "{krate} installed but {} is missing",
+            path.display()
+        ))
     }
 }
 

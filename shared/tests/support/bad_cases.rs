@@ -56,7 +56,10 @@ pub fn load_from(dir: &Path) -> Vec<Case> {
                     Some(body.into_bytes())
                 }
             } else if let Some(encoded) = text("body_base64") {
-                Some(b64.decode(&encoded).unwrap_or_else(|e| panic!("{name}: {e}")))
+                Some(
+                    b64.decode(&encoded)
+                        .unwrap_or_else(|e| panic!("{name}: {e}")),
+                )
             } else if let Some(file) = text("body_file") {
                 Some(std::fs::read(dir.join(&file)).unwrap_or_else(|e| panic!("{file}: {e}")))
             } else if let Some(kind) = text("generate") {
@@ -133,13 +136,19 @@ pub fn check(case: &Case, status: u16, body: &[u8]) -> Result<(), String> {
     };
     match status {
         400 => {
-            expect(reply["error"] == "invalid_reading", "error is invalid_reading")?;
+            expect(
+                reply["error"] == "invalid_reading",
+                "error is invalid_reading",
+            )?;
             expect(
                 reply["message"].as_str().is_some_and(|m| !m.is_empty()),
                 "a message",
             )?;
             if let Some(field) = &case.field {
-                expect(reply["field"] == field.as_str(), &format!("field {field:?}"))?;
+                expect(
+                    reply["field"] == field.as_str(),
+                    &format!("field {field:?}"),
+                )?;
             }
         }
         405 => expect(reply["error"] == "method_not_allowed", "method_not_allowed")?,
@@ -151,7 +160,10 @@ pub fn check(case: &Case, status: u16, body: &[u8]) -> Result<(), String> {
             expect(items.len() == fields.len(), "one entry per item")?;
             for (item, field) in items.iter().zip(fields) {
                 expect(item["status"] == "invalid", "every item invalid")?;
-                expect(item["field"] == field.as_str(), &format!("item field {field:?}"))?;
+                expect(
+                    item["field"] == field.as_str(),
+                    &format!("item field {field:?}"),
+                )?;
             }
         }
         _ => {}

@@ -46,11 +46,12 @@ impl Indexer for FakeIndexer {
             .iter()
             .map(|d| {
                 let key = (d.index.clone(), d.id.as_str().to_string());
-                if docs.contains_key(&key) {
-                    IndexOutcome::AlreadyStored
-                } else {
-                    docs.insert(key, Value::Object(d.body.clone()));
-                    IndexOutcome::Created
+                match docs.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(_) => IndexOutcome::AlreadyStored,
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Value::Object(d.body.clone()));
+                        IndexOutcome::Created
+                    }
                 }
             })
             .collect())
