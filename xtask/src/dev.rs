@@ -254,7 +254,17 @@ pub fn run(args: &[String]) -> Result {
         || port_open(ports.watch),
     )?;
 
-    print_banner(ports, &opensearch_url);
+    // `cargo lambda invoke` sends to [::1] by default; watch listens on 127.0.0.1 only
+    // (loopback, never the LAN), so relay the IPv6 loopback port to it.
+    let invoke_flag = match forward_ipv6_loopback(ports.watch) {
+        Ok(()) => "",
+        Err(e) => {
+            eprintln!("note: {e}; pass -A {HOST} to cargo lambda invoke");
+            " -A 127.0.0.1"
+        }
+    };
+
+    print_banner(ports, &opensearch_url, invoke_flag);
 
     // Serve until Ctrl-C or until a peer dies.
     loop {
@@ -275,7 +285,37 @@ pub fn run(args: &[String]) -> Result {
     }
 }
 
-fn print_banner(ports: &Ports, opensearch_url: &str) {
+/// Listens on `[::1]:port` and pipes every connection to `127.0.0.1:port`, on threads that
+/// end with the process.
+fn forward_ipv6_loopback(port: u16) -> Result {
+    let listener = TcpListener::bind(("::1", port))
+        .map_err(|e| format!("cannot listen on [::1]:{port} ({e})"))?;
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(upstream) = TcpStream::connect((HOST, port)) else {
+                    return;
+                };
+                let (Ok(mut client_read), Ok(mut upstream_read)) =
+                    (client.try_clone(), upstream.try_clone())
+                else {
+                    return;
+                };
+                let (mut client_write, mut upstream_write) = (client, upstream);
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_read, &mut upstream_write);
+                    let _ = upstream_write.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut upstream_read, &mut client_write);
+                let _ = client_write.shutdown(std::net::Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+    Ok(())
+}
+
+fn print_banner(ports: &Ports, opensearch_url: &str, invoke_flag: &str) {
     let sample = sample_body();
     let curl_body = match &sample {
         Some(path) => format!("--data-binary @{}", path.display()),
@@ -289,7 +329,7 @@ fn print_banner(ports: &Ports, opensearch_url: &str) {
                 format!(" --invoke-port {}", ports.watch)
             };
             format!(
-                "  cargo lambda invoke gasdetector{port} --data-file {}\n",
+                "  cargo lambda invoke gasdetector{invoke_flag}{port} --data-file {}\n",
                 path.display()
             )
         })
