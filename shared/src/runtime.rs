@@ -8,6 +8,10 @@
 //! bytes: when an envelope says its body is base64 but the body does not decode, it
 //! replaces the body with a per-process marker (and clears the flag), and the handler
 //! answers the marked request with a 400 naming `body`, like any other bad body.
+//!
+//! `run` is `lambda_http::run` (1.3: `Runtime::new(Adapter::from(handler))` with the
+//! `TracingLayer`) plus the guard layer. `lambda_http::Adapter` is public but
+//! `#[doc(hidden)]`: recheck this file when upgrading lambda_http.
 
 use crate::app::App;
 use crate::error::ValidationError;
