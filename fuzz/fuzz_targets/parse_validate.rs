@@ -83,10 +83,14 @@ fn check_one(sensor: Sensor, pipeline: &Pipeline<Nowhere, Nowhere>, value: Value
     let reading = match pipeline.validate(value) {
         Ok(reading) => reading,
         Err(e) => {
-            // An error names a field of the reading (or the reading as a whole).
+            // An error names a field of the reading (or the reading as a whole). Field
+            // paths are dotted; an unknown key may itself contain dots.
             let top = e.field().split('.').next().unwrap_or("");
             assert!(
-                top.is_empty() || raw.get(top).is_some() || top == "groupid",
+                top.is_empty()
+                    || raw.get(top).is_some()
+                    || raw.get(e.field()).is_some()
+                    || top == "groupid",
                 "error names {:?}, not in the reading",
                 e.field()
             );
