@@ -4,7 +4,7 @@
 use crate::ports::{DownstreamError, Message, Publisher};
 use aws_sdk_iotdataplane::config::http::HttpResponse;
 use aws_sdk_iotdataplane::config::retry::RetryConfig;
-use aws_sdk_iotdataplane::error::{DisplayErrorContext, SdkError};
+use aws_sdk_iotdataplane::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_iotdataplane::operation::publish::PublishError;
 use aws_sdk_iotdataplane::primitives::Blob;
 use aws_sdk_iotdataplane::Client;
@@ -46,7 +46,26 @@ type PublishSdkError = SdkError<PublishError, HttpResponse>;
 /// Throttling, 5xx, timeouts and connection failures are retryable; 4xx (a bad topic,
 /// 403 from missing `iot:Publish`) are not.
 fn classify(error: PublishSdkError) -> DownstreamError {
-    let reason = format!("IoT publish: {}", DisplayErrorContext(&error));
+    let reason = match &error {
+        // Status, error code and the service's message: enough to act on, and short (the
+        // full context would dump the raw response into the log line).
+        SdkError::ServiceError(e) => {
+            let message: String = e
+                .err()
+                .meta()
+                .message()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            format!(
+                "IoT publish: HTTP {} {}: {message}",
+                e.raw().status().as_u16(),
+                e.err().meta().code().unwrap_or("error"),
+            )
+        }
+        other => format!("IoT publish: {}", DisplayErrorContext(other)),
+    };
     match &error {
         SdkError::ConstructionFailure(_) => DownstreamError::Permanent(reason),
         SdkError::ServiceError(e) if !super::is_retryable_status(e.raw().status().as_u16()) => {
