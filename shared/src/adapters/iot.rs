@@ -4,7 +4,7 @@
 use crate::ports::{DownstreamError, Message, Publisher};
 use aws_sdk_iotdataplane::config::http::HttpResponse;
 use aws_sdk_iotdataplane::config::retry::RetryConfig;
-use aws_sdk_iotdataplane::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iotdataplane::error::{DisplayErrorContext, SdkError};
 use aws_sdk_iotdataplane::operation::publish::PublishError;
 use aws_sdk_iotdataplane::primitives::Blob;
 use aws_sdk_iotdataplane::Client;
