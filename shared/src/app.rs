@@ -72,8 +72,15 @@ impl App {
     }
 }
 
+/// The AWS SDK configuration: region and credentials from the configuration when given
+/// (on Lambda they are), else the SDK's provider chains; HTTP(S) through
+/// [`crate::adapters::tls::sdk_http_client`] (compiled-in roots, no system store read).
 pub async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    match crate::adapters::tls::sdk_http_client() {
+        Ok(client) => loader = loader.http_client(client),
+        Err(e) => tracing::warn!(error = %e, "no HTTPS client for the AWS SDK"),
+    }
     if let Some(region) = &config.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }

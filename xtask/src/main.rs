@@ -1,6 +1,7 @@
 //! Project automation (`cargo xtask <command>`), the rust-analyzer way: one binary,
 //! plain std, no shell scripts.
 
+mod bench;
 mod cargo_tools;
 mod deny;
 mod dev;
@@ -22,6 +23,7 @@ commands:
   build-lambda   cargo lambda build --release of the three functions
   deny           cargo deny check bans licenses sources (+ advisories when the network is reachable)
   fuzz [secs]    run the parser/validation fuzz target (default 60 s) and minimize its corpus
+  bench-cold     cold-start, memory and warm-path benchmarks against baselines (target/bench/cold.md)
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         "build-lambda" => tools::build_lambda(rest),
         "deny" => deny::check(rest),
         "fuzz" => fuzz::run_fuzz(rest),
+        "bench-cold" => bench::cold(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -2,6 +2,7 @@
 
 pub mod iot;
 pub mod opensearch;
+pub mod tls;
 
 pub use self::iot::IotPublisher;
 pub use self::opensearch::OpenSearchIndexer;

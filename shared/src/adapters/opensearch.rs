@@ -30,6 +30,8 @@ impl OpenSearchIndexer {
         config: &Config,
         sdk_config: &aws_config::SdkConfig,
     ) -> Result<OpenSearchIndexer, OpenSearchInitError> {
+        // reqwest has no crypto provider of its own (one TLS stack: see adapters::tls).
+        super::tls::install_crypto_provider();
         let pool = SingleNodeConnectionPool::new(config.opensearch_url.clone());
         let mut builder = TransportBuilder::new(pool).disable_proxy();
         if config.opensearch_auth == OpenSearchAuth::SigV4 {

@@ -1,0 +1,234 @@
+//! `cargo xtask bench-cold`: builds the release bootstraps, the hello-world baseline and
+//! the harness (`bench/coldstart`), installs the Python baseline's dependencies and
+//! osmem-server into `target/venv`, runs the harness and writes `target/bench/cold.md`.
+//! Benchmarks are run by hand, never as timed tests in CI.
+
+use crate::tools::{self, root, run, venv_bin, venv_dir, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench-cold [--runs N] [--warm N] [--concurrency C] [--zip] [--update] [--no-build]
+  --runs N        cold starts per function (default 15)
+  --warm N        warm requests per function through the harness gateway (default 2000, 0 = skip)
+  --concurrency C client connections for the warm test (default 1)
+  --zip           also `cargo lambda build --release --output-format zip` and report zip sizes
+  --update        copy the report into BENCHMARKS.md (between the bench-cold markers)
+  --no-build      use the binaries already in target/release
+";
+
+const FUNCTIONS: [(&str, &str); 3] = [
+    ("gasdetector", "events/gasdetector/warn-no2-apigw-rest.json"),
+    ("dust", "events/dust/warn-pm10-apigw-rest.json"),
+    ("temp", "events/temp/warn-temperature-apigw-rest.json"),
+];
+
+const BEGIN: &str = "<!-- bench-cold:begin -->";
+const END: &str = "<!-- bench-cold:end -->";
+
+pub fn cold(args: &[String]) -> Result {
+    let mut runs = "15".to_string();
+    let mut warm = "2000".to_string();
+    let mut concurrency = "1".to_string();
+    let (mut zip, mut update, mut build) = (false, false, true);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or(format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--runs" => runs = value()?,
+            "--warm" => warm = value()?,
+            "--concurrency" => concurrency = value()?,
+            "--zip" => zip = true,
+            "--update" => update = true,
+            "--no-build" => build = false,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let root = root();
+    let osmem = ensure_osmem_server()?;
+    ensure_python_baseline()?;
+    if build {
+        // Three builds, so Cargo's feature unification does not mix the harness's (or the
+        // functions') dependency features into the binaries being compared.
+        let mut functions = Command::new("cargo");
+        functions.current_dir(&root).args(["build", "--release"]);
+        for (name, _) in FUNCTIONS {
+            functions.args(["-p", name]);
+        }
+        run(&mut functions)?;
+        for alone in ["hello", "coldstart"] {
+            run(Command::new("cargo").current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                alone,
+            ]))?;
+        }
+    }
+    let release = root.join("target").join("release");
+    let python = venv_bin("python");
+    let mut harness = Command::new(release.join("coldstart"));
+    harness.current_dir(&root).args([
+        "--runs",
+        &runs,
+        "--warm",
+        &warm,
+        "--concurrency",
+        &concurrency,
+        "--osmem",
+    ]);
+    harness.arg(&osmem);
+    let event = FUNCTIONS[0].1;
+    harness
+        .arg("--fn")
+        .arg(format!("hello|{event}|{}", release.join("hello").display()));
+    for (name, event) in FUNCTIONS {
+        harness
+            .arg("--fn")
+            .arg(format!("{name}|{event}|{}", release.join(name).display()));
+    }
+    harness.arg("--fn").arg(format!(
+        "python|{event}|{} {}",
+        python.display(),
+        root.join("bench/python/bootstrap.py").display()
+    ));
+    let out = root.join("target").join("bench").join("cold.md");
+    harness.arg("--out").arg(&out);
+    harness.arg("--note").arg(format!(
+        "Built with {}; release profile from Cargo.toml; baseline {} with boto3 {} and requests {} (bench/python)",
+        version(Command::new("rustc").arg("--version")),
+        version(Command::new(&python).arg("--version")),
+        version(Command::new(&python).args(["-c", "import boto3; print(boto3.__version__)"])),
+        version(Command::new(&python).args(["-c", "import requests; print(requests.__version__)"])),
+    ));
+    harness
+        .arg("--note")
+        .arg("Command: `cargo xtask bench-cold`");
+    run(&mut harness)?;
+
+    let mut report =
+        std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    if zip {
+        report.push_str(&zip_sizes(&root)?);
+        std::fs::write(&out, &report).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    if update {
+        update_benchmarks(&root.join("BENCHMARKS.md"), &report)?;
+    }
+    eprintln!("report: {}", out.display());
+    Ok(())
+}
+
+fn version(command: &mut Command) -> String {
+    command
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text).trim().to_string()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `cargo lambda build --release --output-format zip` for the three functions, and the
+/// size of each `target/lambda/<fn>/bootstrap.zip`.
+fn zip_sizes(root: &Path) -> Result<String> {
+    let cargo_lambda = tools::ensure_cargo_lambda()?;
+    let mut build = Command::new(cargo_lambda);
+    build
+        .current_dir(root)
+        .env("PATH", tools::path_with_venv())
+        .args(["lambda", "build", "--release", "--output-format", "zip"]);
+    for (name, _) in FUNCTIONS {
+        build.args(["-p", name]);
+    }
+    run(&mut build)?;
+    let mut text = String::from(
+        "\n### Deployment zips (`cargo lambda build --release --output-format zip`)\n\n\
+         | function | bootstrap.zip MB | bootstrap MB | target < 4 MB |\n|---|---:|---:|---|\n",
+    );
+    for (name, _) in FUNCTIONS {
+        let dir = root.join("target").join("lambda").join(name);
+        let size = |file: &str| {
+            std::fs::metadata(dir.join(file))
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", dir.join(file).display()))
+        };
+        let zip = size("bootstrap.zip")?;
+        let bin = size("bootstrap").unwrap_or(0);
+        text.push_str(&format!(
+            "| {name} | {:.2} | {:.2} | {} |\n",
+            zip as f64 / 1e6,
+            bin as f64 / 1e6,
+            if zip < 4_000_000 { "PASS" } else { "FAIL" }
+        ));
+    }
+    Ok(text)
+}
+
+fn update_benchmarks(path: &Path, report: &str) -> Result {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
+        return Err(format!("{}: no {BEGIN} ... {END} markers", path.display()));
+    };
+    let updated = format!(
+        "{}{BEGIN}\n{}\n{}",
+        &text[..begin],
+        report.trim_end(),
+        &text[end..]
+    );
+    std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("updated {}", path.display());
+    Ok(())
+}
+
+/// boto3 and requests for the Python baseline.
+fn ensure_python_baseline() -> Result {
+    let python = venv_bin("python");
+    let have = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import boto3, requests"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if python.exists() && have(&python) {
+        return Ok(());
+    }
+    tools::ensure_python_tools(&[])?;
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(root().join("bench/python/requirements.txt")))
+}
+
+/// osmem-server ships a static binary inside its wheel (no console script).
+fn ensure_osmem_server() -> Result<PathBuf> {
+    if let Some(binary) = find_osmem_server() {
+        return Ok(binary);
+    }
+    tools::ensure_python_tools(&[("osmem-server", "osmem-server")])?;
+    find_osmem_server().ok_or_else(|| {
+        "osmem-server installed but site-packages/osmem_server/bin/osmem-server is missing".into()
+    })
+}
+
+fn find_osmem_server() -> Option<PathBuf> {
+    std::fs::read_dir(venv_dir().join("lib"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/osmem_server/bin/osmem-server"))
+        .find(|p| p.exists())
+}
