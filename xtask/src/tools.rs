@@ -10,10 +10,7 @@ pub type Result<T = ()> = std::result::Result<T, String>;
 /// The workspace root (the parent of `xtask/`).
 pub fn root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or(manifest)
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
 pub fn venv_dir() -> PathBuf {
