@@ -1,5 +1,5 @@
 //! One HTTPS stack for both downstream clients: reqwest 0.12 on hyper 1 and rustls 0.23
-//! with the aws-lc-rs provider, trusting the compiled-in Mozilla roots (webpki-roots), so
+//! with the ring provider, trusting the compiled-in Mozilla roots (webpki-roots), so
 //! no client reads or parses the system certificate store during a cold start.
 //!
 //! The `opensearch` crate builds its own reqwest client; the AWS SDK gets [`sdk_http_client`],
@@ -20,11 +20,11 @@ use std::time::Duration;
 /// The SDK's default connect timeout (`BehaviorVersion::latest()`).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
-/// Installs aws-lc-rs as rustls' process-wide provider: reqwest is built without a
-/// provider of its own, so there is exactly one in the binary. Idempotent.
+/// Installs ring as rustls' process-wide provider: reqwest is built without a provider of
+/// its own, so there is exactly one in the binary. Idempotent.
 pub fn install_crypto_provider() {
     // Err means a provider is already installed: fine either way.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The AWS SDK's HTTP client: reqwest (rustls, webpki roots), no proxy, the SDK's connect
