@@ -2,8 +2,8 @@
 //! (works offline), then `advisories` only if the RustSec database can be fetched; an
 //! unreachable network is reported, never a failure.
 //!
-//! Not part of `cargo xtask test`: installing cargo-deny cold took about 9 minutes on
-//! this 2-core machine, more than the test command should spend on a fresh checkout.
+//! Also the last step of `cargo xtask test`. Installing cargo-deny cold takes about 9
+//! minutes on a 2-core machine, once per checkout (it lands in `target/tools`).
 
 use crate::cargo_tools;
 use crate::tools::{root, run, Result};

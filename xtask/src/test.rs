@@ -20,5 +20,8 @@ pub fn run(_args: &[String]) -> Result {
     ]))?;
     tools::run(cargo().args(["test", "--workspace"]))?;
     crate::infra::check(&[])?;
+    // Licences, bans (one TLS stack) and sources, offline. The first run on a fresh
+    // checkout installs cargo-deny into target/tools (about 9 minutes on 2 cores).
+    crate::deny::check(&[])?;
     Ok(())
 }
