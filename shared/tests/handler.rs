@@ -1,149 +1,24 @@
 //! The handler end to end with in-process fakes for the two ports: every event shape in
 //! `events/`, status codes, retries and error paths. Real peers are exercised in `tests/`.
 
+mod support;
+
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
-use shared::app::App;
-use shared::document::Document;
-use shared::pipeline::Pipeline;
-use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
-use shared::retry::RetryPolicy;
-use shared::{Config, Sensor};
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use shared::ports::DownstreamError;
+use shared::Sensor;
+use support::{events_dir, Harness};
 
-/// Records messages; fails with the queued errors first.
-#[derive(Default, Clone)]
-struct FakePublisher {
-    sent: Arc<Mutex<Vec<Message>>>,
-    failures: Arc<Mutex<VecDeque<DownstreamError>>>,
-    attempts: Arc<Mutex<usize>>,
-}
-
-impl Publisher for FakePublisher {
-    async fn publish(&self, message: &Message) -> Result<(), DownstreamError> {
-        *self.attempts.lock().unwrap() += 1;
-        if let Some(e) = self.failures.lock().unwrap().pop_front() {
-            return Err(e);
-        }
-        self.sent.lock().unwrap().push(message.clone());
-        Ok(())
-    }
-}
-
-/// Documents at these positions of one bulk call fail with this error.
-type ItemFailure = (Vec<usize>, DownstreamError);
-
-/// An index with `create` semantics; can fail whole requests or single items.
-#[derive(Default, Clone)]
-struct FakeIndexer {
-    docs: Arc<Mutex<HashMap<(String, String), Value>>>,
-    request_failures: Arc<Mutex<VecDeque<DownstreamError>>>,
-    /// Per call: documents at these positions fail with this error.
-    item_failures: Arc<Mutex<VecDeque<ItemFailure>>>,
-    calls: Arc<Mutex<Vec<usize>>>,
-}
-
-impl Indexer for FakeIndexer {
-    async fn create_all(
-        &self,
-        documents: &[&Document],
-    ) -> Result<Vec<IndexOutcome>, DownstreamError> {
-        self.calls.lock().unwrap().push(documents.len());
-        if let Some(e) = self.request_failures.lock().unwrap().pop_front() {
-            return Err(e);
-        }
-        let failing = self.item_failures.lock().unwrap().pop_front();
-        let mut docs = self.docs.lock().unwrap();
-        Ok(documents
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                if let Some((positions, e)) = &failing {
-                    if positions.contains(&i) {
-                        return IndexOutcome::Failed(e.clone());
-                    }
-                }
-                let key = (d.index.clone(), d.id.as_str().to_string());
-                match docs.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(_) => IndexOutcome::AlreadyStored,
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(Value::Object(d.body.clone()));
-                        IndexOutcome::Created
-                    }
-                }
-            })
-            .collect())
-    }
-}
-
-struct Harness {
-    app: App<FakePublisher, FakeIndexer>,
-    publisher: FakePublisher,
-    indexer: FakeIndexer,
-}
-
-fn config(sensor: Sensor, extra: &[(&str, &str)]) -> Config {
-    let mut env: HashMap<String, String> = HashMap::from([
-        (
-            "AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(),
-            "http://127.0.0.1:1".into(),
-        ),
-        ("OPENSEARCH_URL".into(), "http://127.0.0.1:2".into()),
-        ("OPENSEARCH_AUTH".into(), "none".into()),
-    ]);
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    Config::from_lookup(sensor, |k| env.get(k).cloned()).unwrap()
+fn harness(sensor: Sensor) -> Harness {
+    Harness::new(sensor)
 }
 
 fn harness_with(sensor: Sensor, extra: &[(&str, &str)]) -> Harness {
-    let publisher = FakePublisher::default();
-    let indexer = FakeIndexer::default();
-    let fast = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-        attempt_timeout: Duration::from_millis(500),
-    };
-    let pipeline = Pipeline::new(&config(sensor, extra), publisher.clone(), indexer.clone())
-        .with_retry_policy(fast);
-    Harness {
-        app: App::from_pipeline(pipeline),
-        publisher,
-        indexer,
-    }
+    Harness::with_env(sensor, extra)
 }
 
-fn harness(sensor: Sensor) -> Harness {
-    harness_with(sensor, &[])
-}
-
-impl Harness {
-    fn sent(&self) -> Vec<(String, Value)> {
-        self.publisher
-            .sent
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m.topic.to_string(),
-                    serde_json::from_slice(&m.payload).unwrap(),
-                )
-            })
-            .collect()
-    }
-    fn doc_count(&self) -> usize {
-        self.indexer.docs.lock().unwrap().len()
-    }
-}
-
-fn events_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+fn doc_count(h: &Harness) -> usize {
+    h.indexed()
 }
 
 fn event(path: &str) -> Request {
@@ -187,7 +62,7 @@ async fn every_sample_event_is_accepted_and_stored() {
                 .await;
             let body = json_of(&response);
             assert_eq!(response.status(), 200, "{name}: {body}");
-            assert!(h.doc_count() >= 1, "{name} indexed");
+            assert!(doc_count(&h) >= 1, "{name} indexed");
             let warned: Vec<String> = h
                 .sent()
                 .iter()
@@ -239,7 +114,7 @@ async fn duplicate_post_stores_one_document_and_warns_again() {
     let second = h.app.handle(post("/gasdetector", body)).await;
     assert_eq!(second.status(), 200);
     assert_eq!(json_of(&second)["id"], first["id"]);
-    assert_eq!(h.doc_count(), 1);
+    assert_eq!(doc_count(&h), 1);
     assert_eq!(h.sent().len(), 2, "warnings are at-least-once");
 }
 
@@ -256,7 +131,7 @@ async fn other_methods_get_405() {
         assert_eq!(response.status(), 405, "{method}");
         assert_eq!(json_of(&response)["error"], "method_not_allowed");
     }
-    assert_eq!(h.doc_count(), 0);
+    assert_eq!(doc_count(&h), 0);
 }
 
 #[tokio::test]
@@ -267,7 +142,7 @@ async fn oversize_body_gets_413_and_changes_nothing() {
         .handle(post("/temp", vec![b' '; 1024 * 1024 + 1]))
         .await;
     assert_eq!(response.status(), 413);
-    assert_eq!(h.doc_count(), 0);
+    assert_eq!(doc_count(&h), 0);
     assert!(h.sent().is_empty());
 }
 
@@ -292,7 +167,7 @@ async fn bad_input_names_the_field_and_changes_nothing() {
         assert_eq!(reply["field"], field, "{reply}");
         assert!(!reply["message"].as_str().unwrap().is_empty());
     }
-    assert_eq!(h.doc_count(), 0);
+    assert_eq!(doc_count(&h), 0);
     assert!(h.sent().is_empty());
 }
 
@@ -317,7 +192,7 @@ async fn batch_answers_per_item_and_stores_the_valid_ones() {
     // The 4th repeats the 1st in the same bulk request: stored once.
     assert_eq!(statuses, ["stored", "invalid", "stored", "already_stored"]);
     assert_eq!(reply["items"][1]["field"], "no2.value");
-    assert_eq!(h.doc_count(), 2);
+    assert_eq!(doc_count(&h), 2);
     assert_eq!(h.sent().len(), 1);
     assert_eq!(*h.indexer.calls.lock().unwrap(), [3], "one bulk request");
 }
@@ -332,7 +207,7 @@ async fn batch_limits() {
         .handle(post("/dust", Value::Array(items).to_string()))
         .await;
     assert_eq!(response.status(), 400);
-    assert_eq!(h.doc_count(), 0);
+    assert_eq!(doc_count(&h), 0);
 }
 
 #[tokio::test]
@@ -354,7 +229,7 @@ async fn throttling_is_retried_until_it_succeeds() {
     assert_eq!(response.status(), 200);
     assert_eq!(*h.publisher.attempts.lock().unwrap(), 3);
     assert_eq!(h.indexer.calls.lock().unwrap().len(), 2);
-    assert_eq!(h.doc_count(), 1);
+    assert_eq!(doc_count(&h), 1);
 }
 
 #[tokio::test]
@@ -373,17 +248,13 @@ async fn only_failed_bulk_items_are_retried() {
         .await;
     assert_eq!(response.status(), 200, "{}", json_of(&response));
     assert_eq!(*h.indexer.calls.lock().unwrap(), [2, 1]);
-    assert_eq!(h.doc_count(), 2);
+    assert_eq!(doc_count(&h), 2);
 }
 
 #[tokio::test]
 async fn lasting_failure_is_a_503_with_retry_after_and_a_retry_stores_once() {
     let h = harness(Sensor::Gasdetector);
-    h.indexer
-        .request_failures
-        .lock()
-        .unwrap()
-        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    h.fail_index_requests(4);
     let response = h.app.handle(post("/gasdetector", SEED)).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
@@ -395,7 +266,7 @@ async fn lasting_failure_is_a_503_with_retry_after_and_a_retry_stores_once() {
     );
     let again = h.app.handle(post("/gasdetector", SEED)).await;
     assert_eq!(again.status(), 200);
-    assert_eq!(h.doc_count(), 1);
+    assert_eq!(doc_count(&h), 1);
 }
 
 #[tokio::test]
@@ -440,20 +311,12 @@ async fn batch_with_a_lasting_failure_is_503_per_item() {
 #[tokio::test]
 async fn direct_invoke_failure_is_a_function_error() {
     let h = harness(Sensor::Gasdetector);
-    h.indexer
-        .request_failures
-        .lock()
-        .unwrap()
-        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    h.fail_index_requests(4);
     let result = h.app.invoke(event("gasdetector/direct.json")).await;
     assert!(result.is_err(), "the invoker must see a failure");
     // Through API Gateway the same failure is an answer the box understands.
     let h = harness(Sensor::Gasdetector);
-    h.indexer
-        .request_failures
-        .lock()
-        .unwrap()
-        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    h.fail_index_requests(4);
     let response = h
         .app
         .invoke(event("gasdetector/apigw-rest.json"))
@@ -495,11 +358,7 @@ async fn ack_messages_report_success_and_failure() {
     assert_eq!(h.sent(), [("pi/2".to_string(), json!({"msg": "success"}))]);
 
     let h = harness_with(Sensor::Gasdetector, &[("ACK_MESSAGES", "true")]);
-    h.indexer
-        .request_failures
-        .lock()
-        .unwrap()
-        .extend((0..4).map(|_| DownstreamError::Retryable("500".into())));
+    h.fail_index_requests(4);
     h.app.handle(post("/gasdetector", SEED)).await;
     let sent = h.sent();
     assert_eq!(sent.len(), 1);

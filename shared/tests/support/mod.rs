@@ -1,5 +1,5 @@
 //! Fakes for the two ports and request helpers, shared by the reliability tests
-//! (`bad_events`, `runtime`, `sigv4`). Same style as the fakes in `handler.rs`.
+//! (`handler`, `bad_events`, `runtime`, ...).
 #![allow(dead_code)]
 
 use lambda_http::{Body, Request, Response};
@@ -10,29 +10,41 @@ use shared::pipeline::Pipeline;
 use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
 use shared::retry::RetryPolicy;
 use shared::{Config, Sensor};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Records every message it is given.
+/// Records messages; fails with the queued errors first.
 #[derive(Default, Clone)]
 pub struct FakePublisher {
     pub sent: Arc<Mutex<Vec<Message>>>,
+    pub failures: Arc<Mutex<VecDeque<DownstreamError>>>,
+    pub attempts: Arc<Mutex<usize>>,
 }
 
 impl Publisher for FakePublisher {
     async fn publish(&self, message: &Message) -> Result<(), DownstreamError> {
+        *self.attempts.lock().unwrap() += 1;
+        if let Some(e) = self.failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
         self.sent.lock().unwrap().push(message.clone());
         Ok(())
     }
 }
 
-/// An index with `create` semantics that counts its calls.
+/// Documents at these positions of one bulk call fail with this error.
+pub type ItemFailure = (Vec<usize>, DownstreamError);
+
+/// An index with `create` semantics; can fail whole requests or single items, and
+/// records the size of every bulk call.
 #[derive(Default, Clone)]
 pub struct FakeIndexer {
     pub docs: Arc<Mutex<HashMap<(String, String), Value>>>,
-    pub calls: Arc<Mutex<usize>>,
+    pub request_failures: Arc<Mutex<VecDeque<DownstreamError>>>,
+    pub item_failures: Arc<Mutex<VecDeque<ItemFailure>>>,
+    pub calls: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Indexer for FakeIndexer {
@@ -40,11 +52,21 @@ impl Indexer for FakeIndexer {
         &self,
         documents: &[&Document],
     ) -> Result<Vec<IndexOutcome>, DownstreamError> {
-        *self.calls.lock().unwrap() += 1;
+        self.calls.lock().unwrap().push(documents.len());
+        if let Some(e) = self.request_failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let failing = self.item_failures.lock().unwrap().pop_front();
         let mut docs = self.docs.lock().unwrap();
         Ok(documents
             .iter()
-            .map(|d| {
+            .enumerate()
+            .map(|(i, d)| {
+                if let Some((positions, e)) = &failing {
+                    if positions.contains(&i) {
+                        return IndexOutcome::Failed(e.clone());
+                    }
+                }
                 let key = (d.index.clone(), d.id.as_str().to_string());
                 match docs.entry(key) {
                     std::collections::hash_map::Entry::Occupied(_) => IndexOutcome::AlreadyStored,
@@ -58,6 +80,7 @@ impl Indexer for FakeIndexer {
     }
 }
 
+/// The handler with fake ports and a fast retry policy (4 attempts, millisecond waits).
 pub struct Harness {
     pub app: App<FakePublisher, FakeIndexer>,
     pub publisher: FakePublisher,
@@ -66,16 +89,25 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(sensor: Sensor) -> Harness {
+        Harness::with_env(sensor, &[])
+    }
+
+    /// Extra configuration on top of the required variables (`RULES`, `INDEX`, ...).
+    pub fn with_env(sensor: Sensor, extra: &[(&str, &str)]) -> Harness {
         let publisher = FakePublisher::default();
         let indexer = FakeIndexer::default();
         let fast = RetryPolicy {
-            max_attempts: 3,
+            max_attempts: 4,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             attempt_timeout: Duration::from_millis(500),
         };
-        let pipeline = Pipeline::new(&config(sensor), publisher.clone(), indexer.clone())
-            .with_retry_policy(fast);
+        let pipeline = Pipeline::new(
+            &config_with(sensor, extra),
+            publisher.clone(),
+            indexer.clone(),
+        )
+        .with_retry_policy(fast);
         Harness {
             app: App::from_pipeline(pipeline),
             publisher,
@@ -87,21 +119,51 @@ impl Harness {
         self.publisher.sent.lock().unwrap().len()
     }
 
+    /// Every published message: topic and parsed payload.
+    pub fn sent(&self) -> Vec<(String, Value)> {
+        self.publisher
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m.topic.to_string(),
+                    serde_json::from_slice(&m.payload).unwrap(),
+                )
+            })
+            .collect()
+    }
+
     pub fn indexed(&self) -> usize {
         self.indexer.docs.lock().unwrap().len()
     }
 
     pub fn index_calls(&self) -> usize {
-        *self.indexer.calls.lock().unwrap()
+        self.indexer.calls.lock().unwrap().len()
+    }
+
+    /// The next `n` bulk requests fail as a whole with a retryable 500.
+    pub fn fail_index_requests(&self, n: usize) {
+        self.indexer
+            .request_failures
+            .lock()
+            .unwrap()
+            .extend((0..n).map(|_| DownstreamError::Retryable("500".into())));
     }
 }
 
 pub fn config(sensor: Sensor) -> Config {
-    let env: HashMap<&str, &str> = HashMap::from([
+    config_with(sensor, &[])
+}
+
+pub fn config_with(sensor: Sensor, extra: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<&str, &str> = HashMap::from([
         ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", "http://127.0.0.1:1"),
         ("OPENSEARCH_URL", "http://127.0.0.1:2"),
         ("OPENSEARCH_AUTH", "none"),
     ]);
+    env.extend(extra.iter().copied());
     Config::from_lookup(sensor, |k| env.get(k).map(|v| v.to_string())).unwrap()
 }
 
