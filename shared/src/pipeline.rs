@@ -96,17 +96,21 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
 
     /// Rules and document for one valid reading: pure, no I/O.
     pub fn check(&self, reading: &Reading, received: DateTime<Utc>) -> (Document, Vec<Warning>) {
-        let id = crate::document::DocId::of(reading);
-        let mut tripped: Vec<Measure> = Vec::new();
-        let mut warnings = Vec::new();
-        for m in reading.measures() {
-            if let Some(trip) = self.rules.check(m.measure(), m.value()) {
-                tripped.push(m.measure());
-                warnings.push(Warning::new(reading, m, trip, id.as_str()));
-            }
-        }
-        let document = crate::document::Document::build(reading, &self.index, &tripped, received);
-        debug_assert_eq!(document.id, id);
+        let trips: Vec<_> = reading
+            .measures()
+            .iter()
+            .filter_map(|m| {
+                self.rules
+                    .check(m.measure(), m.value())
+                    .map(|trip| (m, trip))
+            })
+            .collect();
+        let tripped: Vec<Measure> = trips.iter().map(|(m, _)| m.measure()).collect();
+        let document = Document::build(reading, &self.index, &tripped, received);
+        let warnings = trips
+            .into_iter()
+            .map(|(m, trip)| Warning::new(reading, m, trip, document.id.as_str()))
+            .collect();
         (document, warnings)
     }
 
