@@ -114,7 +114,7 @@ impl<P: Publisher, I: Indexer> App<P, I> {
     /// The HTTP answer for any request; never fails, never panics.
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let reply = self.reply(&request).await;
-        to_response(&reply)
+        reply.to_response()
     }
 
     /// What the runtime calls: like `handle`, but a direct invoke whose readings could
@@ -131,7 +131,7 @@ impl<P: Publisher, I: Indexer> App<P, I> {
                 reply.body
             ))));
         }
-        Ok(to_response(&reply))
+        Ok(reply.to_response())
     }
 
     async fn reply(&self, request: &Request) -> Reply {
@@ -203,21 +203,6 @@ fn deadline_of(request: &Request) -> Instant {
     // Lambda runs at most 15 minutes; a bogus far-future deadline must not overflow.
     let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)).min(MAX_BUDGET);
     now + left.saturating_sub(DEADLINE_MARGIN)
-}
-
-fn to_response(reply: &Reply) -> Response<Body> {
-    let mut builder = Response::builder()
-        .status(reply.status)
-        .header("content-type", "application/json");
-    if let Some(seconds) = reply.retry_after {
-        builder = builder.header("retry-after", seconds.to_string());
-    }
-    let body = Body::Text(reply.body.to_string());
-    builder.body(body.clone()).unwrap_or_else(|_| {
-        let mut response = Response::new(body);
-        *response.status_mut() = lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR;
-        response
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 
 use crate::pipeline::Outcome;
 use crate::request::RequestError;
+use lambda_http::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use lambda_http::http::{HeaderValue, StatusCode};
+use lambda_http::{Body, Response};
 use serde_json::{json, Value};
 
 /// Seconds a box should wait before resending after a 503.
@@ -16,6 +19,19 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The HTTP response: JSON body, and `Retry-After` on a 503.
+    pub fn to_response(&self) -> Response<Body> {
+        let mut response = Response::new(Body::Text(self.body.to_string()));
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+
     pub fn from_request_error(error: &RequestError) -> Reply {
         match error {
             RequestError::MethodNotAllowed(method) => Reply {

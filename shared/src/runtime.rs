@@ -62,13 +62,7 @@ fn invalid_base64_response() -> Response<Body> {
         "body",
         "is marked base64-encoded (isBase64Encoded) but is not valid base64",
     )));
-    let mut response = Response::new(Body::Text(reply.body.to_string()));
-    *response.status_mut() = lambda_http::http::StatusCode::BAD_REQUEST;
-    response.headers_mut().insert(
-        lambda_http::http::header::CONTENT_TYPE,
-        lambda_http::http::HeaderValue::from_static("application/json"),
-    );
-    response
+    reply.to_response()
 }
 
 /// Finds envelopes whose base64 body cannot be decoded and marks them.
