@@ -156,6 +156,53 @@ where
     }
 }
 
+/// Building the functions under `cargo lambda watch` can take minutes on 2 cores when
+/// the cache is cold.
+pub const WATCH_BUILD: Duration = Duration::from_secs(600);
+
+/// PATH with the project virtualenv first, so `cargo lambda` finds the venv's cargo-lambda.
+pub fn path_with_venv() -> String {
+    let mut path = venv_dir().join("bin").to_string_lossy().into_owned();
+    if let Ok(existing) = std::env::var("PATH") {
+        path.push(':');
+        path.push_str(&existing);
+    }
+    path
+}
+
+/// `cargo lambda watch` serving the workspace's functions with `env` on a free loopback
+/// port (installing cargo-lambda into the venv if needed), once it accepts connections.
+/// `extra_args` go after the watch arguments. Stopped when the guard drops.
+pub async fn start_watch(
+    env: &HashMap<String, String>,
+    extra_args: &[&std::ffi::OsStr],
+) -> (ChildGuard, u16) {
+    let cargo_lambda = ensure_python_package("cargo-lambda", || {
+        let bin = venv_bin("cargo-lambda");
+        bin.exists().then_some(bin)
+    });
+    let port = free_port();
+    let mut watch = ChildGuard::spawn(
+        "cargo lambda watch",
+        Command::new(&cargo_lambda)
+            .current_dir(root())
+            .env("PATH", path_with_venv())
+            .envs(env)
+            .args(["lambda", "watch", "--ignore-changes", "-A", "127.0.0.1"])
+            .args(["-P", &port.to_string()])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
+    eventually("cargo lambda watch to listen", WATCH_BUILD, || {
+        watch.assert_running();
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        async move { up.then_some(()) }
+    })
+    .await;
+    (watch, port)
+}
+
 /// An osmem-server subprocess on a free port with the project's index templates applied.
 pub struct OpenSearch {
     pub url: String,

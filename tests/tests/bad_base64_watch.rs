@@ -5,26 +5,9 @@
 #[path = "../../shared/tests/support/mod.rs"]
 mod support;
 
-use integration_tests::{
-    ensure_python_package, eventually, free_port, root, venv_bin, venv_dir, ChildGuard, Peers,
-};
+use integration_tests::{start_watch, Peers, WATCH_BUILD as BUILD};
 use serde_json::Value;
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 use support::{apigw_rest_event, http_api_event, SEED};
-
-/// Building the functions under watch can take a while on 2 cores when the cache is cold.
-const BUILD: Duration = Duration::from_secs(600);
-
-fn path_with_venv() -> String {
-    let mut path = venv_dir().join("bin").to_string_lossy().into_owned();
-    if let Ok(existing) = std::env::var("PATH") {
-        path.push(':');
-        path.push_str(&existing);
-    }
-    path
-}
 
 async fn invoke(http: &reqwest::Client, port: u16, event: String) -> (Option<String>, Value) {
     let response = http
@@ -51,30 +34,8 @@ async fn invoke(http: &reqwest::Client, port: u16, event: String) -> (Option<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_base64_through_cargo_lambda_watch_is_a_400() {
-    let cargo_lambda = ensure_python_package("cargo-lambda", || {
-        let bin = venv_bin("cargo-lambda");
-        bin.exists().then_some(bin)
-    });
     let peers = Peers::start().await;
-    let env = peers.env();
-    let port = free_port();
-    let mut watch = ChildGuard::spawn(
-        "cargo lambda watch",
-        Command::new(&cargo_lambda)
-            .current_dir(root())
-            .env("PATH", path_with_venv())
-            .envs(&env)
-            .args(["lambda", "watch", "--ignore-changes", "-A", "127.0.0.1"])
-            .args(["-P", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
-    eventually("cargo lambda watch to listen", BUILD, || {
-        watch.assert_running();
-        let up = TcpStream::connect(("127.0.0.1", port)).is_ok();
-        async move { up.then_some(()) }
-    })
-    .await;
+    let (_watch, port) = start_watch(&peers.env(), &[]).await;
     let http = reqwest::Client::new();
 
     for event in [

@@ -3,26 +3,10 @@
 //! gateway, publishing to the in-process broker and indexing into osmem-server.
 
 use integration_tests::{
-    ensure_python_package, eventually, free_port, root, venv_bin, venv_dir, ChildGuard, Peers,
-    Subscriber,
+    path_with_venv, root, start_watch, venv_bin, Peers, Subscriber, WATCH_BUILD as BUILD,
 };
 use localstack::{Gateway, GatewayConfig};
 use serde_json::{json, Value};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-/// Building the functions under watch can take a while on 2 cores when the cache is cold.
-const BUILD: Duration = Duration::from_secs(600);
-
-fn path_with_venv() -> String {
-    let mut path = venv_dir().join("bin").to_string_lossy().into_owned();
-    if let Ok(existing) = std::env::var("PATH") {
-        path.push(':');
-        path.push_str(&existing);
-    }
-    path
-}
 
 async fn cargo_lambda_invoke(port: u16, function: &str, file: &str) -> Value {
     let cargo_lambda = venv_bin("cargo-lambda");
@@ -54,10 +38,6 @@ async fn cargo_lambda_invoke(port: u16, function: &str, file: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_lambda_watch_serves_the_functions() {
-    let cargo_lambda = ensure_python_package("cargo-lambda", || {
-        let bin = venv_bin("cargo-lambda");
-        bin.exists().then_some(bin)
-    });
     let peers = Peers::start().await;
     let mut subscriber = Subscriber::connect(peers.broker.local_addr(), "pi/2").await;
 
@@ -65,26 +45,7 @@ async fn cargo_lambda_watch_serves_the_functions() {
     let env_file = std::env::temp_dir().join(format!("it-functions-{}.env", std::process::id()));
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(&env_file, text).unwrap();
-    let port = free_port();
-    let mut watch = ChildGuard::spawn(
-        "cargo lambda watch",
-        Command::new(&cargo_lambda)
-            .current_dir(root())
-            .env("PATH", path_with_venv())
-            .envs(&env)
-            .args(["lambda", "watch", "--ignore-changes", "-A", "127.0.0.1"])
-            .args(["-P", &port.to_string()])
-            .arg("--env-file")
-            .arg(&env_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
-    eventually("cargo lambda watch to listen", BUILD, || {
-        watch.assert_running();
-        let up = TcpStream::connect(("127.0.0.1", port)).is_ok();
-        async move { up.then_some(()) }
-    })
-    .await;
+    let (_watch, port) = start_watch(&env, &["--env-file".as_ref(), env_file.as_os_str()]).await;
 
     // A REST API event from events/ (base64 body, no2 = 95) via `cargo lambda invoke`.
     let reply = cargo_lambda_invoke(
