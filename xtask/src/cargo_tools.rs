@@ -40,10 +40,5 @@ pub fn ensure(krate: &str, bin: &str) -> Result<PathBuf> {
 
 /// PATH with `target/tools/bin` first, so `cargo <tool>` finds the installed tools.
 pub fn path_with_tools() -> String {
-    let mut path = tools_root().join("bin").to_string_lossy().into_owned();
-    if let Ok(existing) = std::env::var("PATH") {
-        path.push(':');
-        path.push_str(&existing);
-    }
-    path
+    crate::tools::path_with(&tools_root().join("bin"))
 }

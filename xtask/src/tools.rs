@@ -88,7 +88,12 @@ pub fn ensure_cargo_lambda() -> Result<PathBuf> {
 
 /// A PATH with the virtualenv's bin first, so `cargo lambda` finds the venv's cargo-lambda.
 pub fn path_with_venv() -> String {
-    let mut path = venv_dir().join("bin").to_string_lossy().into_owned();
+    path_with(&venv_dir().join("bin"))
+}
+
+/// The current PATH with `dir` in front.
+pub fn path_with(dir: &Path) -> String {
+    let mut path = dir.to_string_lossy().into_owned();
     if let Ok(existing) = std::env::var("PATH") {
         path.push(':');
         path.push_str(&existing);
