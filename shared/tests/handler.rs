@@ -44,6 +44,11 @@ const SEED: &str = r#"{"groupid": "2", "gps": "37.61002501514269, 126.9963686889
  "c2h5oh": {"sensorid": "0007", "sensortype": "27", "value": "26.11", "createdtime": "2021-09-03 18:14:49"},
  "h2":     {"sensorid": "0008", "sensortype": "30", "value": "400",   "createdtime": "2021-09-03 18:14:49"}}"#;
 
+/// The seed reading with no2 = 95: trips the no2 rule (>= 88) and nothing else.
+fn seed_with_no2_95() -> String {
+    SEED.replace("\"52.00\"", "\"95\"")
+}
+
 #[tokio::test]
 async fn every_sample_event_is_accepted_and_stored() {
     for sensor in Sensor::ALL {
@@ -85,7 +90,7 @@ async fn every_sample_event_is_accepted_and_stored() {
 #[tokio::test]
 async fn seed_reading_with_no2_95_warns_on_pi_2() {
     let h = harness(Sensor::Gasdetector);
-    let body = SEED.replace("\"52.00\"", "\"95\"");
+    let body = seed_with_no2_95();
     let response = h.app.handle(post("/gasdetector", body)).await;
     assert_eq!(response.status(), 200);
     let reply = json_of(&response);
@@ -109,7 +114,7 @@ async fn seed_reading_with_no2_95_warns_on_pi_2() {
 #[tokio::test]
 async fn duplicate_post_stores_one_document_and_warns_again() {
     let h = harness(Sensor::Gasdetector);
-    let body = SEED.replace("\"52.00\"", "\"95\"");
+    let body = seed_with_no2_95();
     let first = json_of(&h.app.handle(post("/gasdetector", body.clone())).await);
     let second = h.app.handle(post("/gasdetector", body)).await;
     assert_eq!(second.status(), 200);
@@ -222,10 +227,7 @@ async fn throttling_is_retried_until_it_succeeds() {
         .lock()
         .unwrap()
         .push_back(DownstreamError::Retryable("502".into()));
-    let response = h
-        .app
-        .handle(post("/gasdetector", SEED.replace("\"52.00\"", "\"95\"")))
-        .await;
+    let response = h.app.handle(post("/gasdetector", seed_with_no2_95())).await;
     assert_eq!(response.status(), 200);
     assert_eq!(*h.publisher.attempts.lock().unwrap(), 3);
     assert_eq!(h.indexer.calls.lock().unwrap().len(), 2);
@@ -277,10 +279,7 @@ async fn permanent_errors_are_not_retried() {
         .lock()
         .unwrap()
         .push_back(DownstreamError::Permanent("403 Forbidden".into()));
-    let response = h
-        .app
-        .handle(post("/gasdetector", SEED.replace("\"52.00\"", "\"95\"")))
-        .await;
+    let response = h.app.handle(post("/gasdetector", seed_with_no2_95())).await;
     assert_eq!(response.status(), 503);
     assert_eq!(*h.publisher.attempts.lock().unwrap(), 1);
 }
