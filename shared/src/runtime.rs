@@ -105,18 +105,20 @@ impl Base64Guard {
         if !mentions_base64_true(event) {
             return None;
         }
-        let mut value: Value = serde_json::from_slice(event).ok()?;
-        let object = value.as_object_mut()?;
-        if object.get("isBase64Encoded") != Some(&Value::Bool(true)) {
-            return None;
-        }
-        let body = object.get("body")?.as_str()?;
-        if base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .is_ok()
+        // The common case (a valid body) is settled on a borrowed view of the two fields,
+        // without building the whole event as a `Value`: API Gateway REST envelopes are
+        // base64 by default, so this runs on nearly every invoke.
+        let envelope: Envelope = serde_json::from_slice(event).ok()?;
+        let body = envelope.body?;
+        if !envelope.is_base64_encoded
+            || base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .is_ok()
         {
             return None;
         }
+        let mut value: Value = serde_json::from_slice(event).ok()?;
+        let object = value.as_object_mut()?;
         object.insert("isBase64Encoded".into(), Value::Bool(false));
         object.insert("body".into(), Value::String(self.marker.to_string()));
         serde_json::to_vec(&value).ok()
@@ -126,6 +128,17 @@ impl Base64Guard {
     pub fn is_marked(&self, request: &Request) -> bool {
         request.body().as_ref() == self.marker.as_bytes()
     }
+}
+
+/// The two fields of an API Gateway / Function URL envelope the guard looks at; every
+/// other field is skipped unparsed. Anything that does not fit (not an object, a
+/// non-boolean flag, a non-string body) is left to `lambda_http` to report.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "isBase64Encoded", default)]
+    is_base64_encoded: bool,
+    #[serde(borrow, default)]
+    body: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Cheap pre-check so ordinary events are not parsed twice: some `"isBase64Encoded"`
