@@ -98,6 +98,12 @@ pub fn cold(args: &[String]) -> Result {
             .arg("--fn")
             .arg(format!("{name}|{event}|{}", release.join(name).display()));
     }
+    // The same binary on a reading that trips no rule: one `_bulk`, no IoT publish, so
+    // the difference to the row above is what the SDK's first publish costs.
+    harness.arg("--fn").arg(format!(
+        "gasdetector-no-warning|events/gasdetector/apigw-rest.json|{}",
+        release.join("gasdetector").display()
+    ));
     harness.arg("--fn").arg(format!(
         "python|{event}|{} {}",
         python.display(),
