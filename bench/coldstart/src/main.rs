@@ -841,7 +841,7 @@ fn cold_report(
     let _ = writeln!(
         out,
         "{runs} cold starts per function and pass (after one discarded warm-up start per pass), round-robin; \
-         medians, p90 in brackets. One invoke per start: a warning-tripping API Gateway REST event whose \
+         medians, p90 in brackets. One invoke per start: the target's API Gateway REST event (warning-tripping unless the name says otherwise) whose \
          `groupid` no earlier start used (so each start stores a new document), one IoT publish to a local stub and one \
          `_bulk`. Two passes: **osmem** indexes into osmem-server (a real write: the server's time is in the \
          first response), **stub** into an in-process `_bulk` stub that answers at once (the function's own \
