@@ -720,6 +720,16 @@ fn unique_event(event: &[u8]) -> Result<Bytes> {
     Ok(Bytes::from(event.to_string()))
 }
 
+/// One timing of every sample, in ascending order (what [`median`] and [`percentile`] take).
+fn sorted<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
+    timing: fn(&Sample) -> Duration,
+) -> Vec<Duration> {
+    let mut v: Vec<Duration> = samples.into_iter().map(timing).collect();
+    v.sort();
+    v
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     if v.is_empty() {
@@ -803,15 +813,9 @@ fn cold_report(
         .iter()
         .filter_map(|t| {
             let (real, stubbed) = (real.get(t.name.as_str())?, stubbed.get(t.name.as_str())?);
-            let sorted = |samples: &[&Sample], f: fn(&Sample) -> Duration| {
-                let mut v: Vec<Duration> = samples.iter().map(|s| f(s)).collect();
-                v.sort();
-                v
-            };
-            let all: Vec<&Sample> = real.iter().chain(stubbed).collect();
-            let init = sorted(&all, |s| s.init);
-            let first = sorted(&real.iter().collect::<Vec<_>>(), |s| s.first_response);
-            let first_stub = sorted(&stubbed.iter().collect::<Vec<_>>(), |s| s.first_response);
+            let init = sorted(real.iter().chain(stubbed), |s| s.init);
+            let first = sorted(real, |s| s.first_response);
+            let first_stub = sorted(stubbed, |s| s.first_response);
             let mut rss: Vec<u64> = real.iter().map(|s| s.rss_kib).collect();
             rss.sort_unstable();
             Some(Row {
