@@ -1,10 +1,10 @@
 //! The I/O floor for the cold-start harness: a `lambda_http` function that, per invoke,
 //! sends one `POST /topics/...` to the IoT endpoint and one `POST /_bulk` to OpenSearch
 //! through one plain reqwest client (the same HTTP and TLS stack as the functions), and
-//! answers 200. No AWS SDK, no signing, no validation, no document: what any function that
-//! publishes and indexes pays before doing anything of its own. Compared with `hello`, it
-//! shows the cost of two HTTP requests on a cold process; compared with the functions, it
-//! shows what ours adds on top.
+//! answers 200. No AWS SDK, no signing, no validation, no document building (it sends a
+//! fixed document with the same fields as ours): what any function that publishes and
+//! indexes pays before doing anything of its own. Compared with `hello`, it shows the cost
+//! of two HTTP requests on a cold process; compared with the functions, what ours adds.
 
 use lambda_http::{service_fn, Body, Error, Request, Response};
 
