@@ -23,6 +23,12 @@ use std::time::Duration;
 use support::{good_reading, Harness};
 use tiny_http::{RawRequest, RawResponse};
 
+/// A function error as the Lambda invoke API reports it: 200 with `X-Amz-Function-Error`.
+fn function_error(kind: &str, message: &str) -> RawResponse {
+    RawResponse::json(200, &json!({"errorType": kind, "errorMessage": message}))
+        .header("x-amz-function-error", "Unhandled")
+}
+
 /// The Lambda invoke API for the three functions, answering like `cargo lambda watch`.
 async fn invoke(
     request: RawRequest,
@@ -41,23 +47,11 @@ async fn invoke(
     let text = String::from_utf8(event).expect("events are JSON");
     let request = match lambda_http::request::from_str(&text) {
         Ok(r) => r,
-        Err(e) => {
-            return RawResponse::json(
-                200,
-                &json!({"errorType": "Parse", "errorMessage": e.to_string()}),
-            )
-            .header("x-amz-function-error", "Unhandled")
-        }
+        Err(e) => return function_error("Parse", &e.to_string()),
     };
     let response = match answer(&harnesses[&sensor].app, guard, request).await {
         Ok(r) => r,
-        Err(e) => {
-            return RawResponse::json(
-                200,
-                &json!({"errorType": "Handler", "errorMessage": e.to_string()}),
-            )
-            .header("x-amz-function-error", "Unhandled")
-        }
+        Err(e) => return function_error("Handler", &e.to_string()),
     };
     let mut headers = Map::new();
     let mut multi = Map::new();
