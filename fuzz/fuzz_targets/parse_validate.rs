@@ -9,11 +9,11 @@
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use shared::document::Document;
-use shared::pipeline::Pipeline;
+use shared::ingest::document::Document;
+use shared::ingest::pipeline::Pipeline;
 use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
-use shared::request::{parse_body, Payload, RequestError, MAX_BATCH, MAX_BODY_BYTES};
-use shared::topic::TopicTemplate;
+use shared::lambda::request::{parse_body, Payload, RequestError, MAX_BATCH, MAX_BODY_BYTES};
+use shared::ingest::topic::TopicTemplate;
 use shared::{Config, Sensor};
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -7,9 +7,9 @@
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shared::adapters::opensearch::bulk_body;
-use shared::pipeline::Pipeline;
+use shared::ingest::pipeline::Pipeline;
+use shared::lambda::request::{parse_body, Payload};
 use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
-use shared::request::{parse_body, Payload};
 use shared::{Config, Sensor};
 use std::hint::black_box;
 
@@ -24,7 +24,7 @@ struct NoIndexer;
 impl Indexer for NoIndexer {
     async fn create_all(
         &self,
-        documents: &[&shared::document::Document],
+        documents: &[&shared::ingest::document::Document],
     ) -> Result<Vec<IndexOutcome>, DownstreamError> {
         Ok(vec![IndexOutcome::Created; documents.len()])
     }

@@ -1,37 +1,23 @@
-//! Everything the three sensor functions share: the reading schema and its validation,
-//! threshold rules, warnings, indexed documents, the pipeline, and the IoT and OpenSearch
-//! adapters behind two small ports. See ARCHITECTURE.md for the map.
+//! Everything the sensor functions share, grouped by role so the layout shows the
+//! architecture (ARCHITECTURE.md has the map):
+//! - [`domain`]: the reading schema, each type built only through validation;
+//! - [`ingest`]: rules, warnings, documents, topics and the pipeline that ties them;
+//! - [`ports`]: the small traits the pipeline depends on; [`adapters`]: IoT and OpenSearch;
+//! - [`lambda`]: the boundary with the Lambda runtime (configuration, HTTP request and
+//!   response, the handler and the runtime loop).
 
 pub mod adapters;
-pub mod app;
-pub mod config;
-pub mod created_time;
-pub mod document;
-pub mod error;
-pub mod group_id;
-pub mod index_name;
-pub mod location;
-pub mod measure;
-pub mod pipeline;
+pub mod domain;
+pub mod ingest;
+pub mod lambda;
 pub mod ports;
-pub mod reading;
-pub mod request;
-pub mod response;
-pub mod retry;
-pub mod rules;
-pub mod runtime;
-pub mod sensor;
-pub mod sensor_label;
-pub mod topic;
-pub mod value;
-pub mod warning;
 
-pub use app::App;
-pub use config::Config;
-pub use error::ValidationError;
-pub use measure::Measure;
-pub use reading::Reading;
-pub use sensor::Sensor;
+pub use domain::error::ValidationError;
+pub use domain::measure::Measure;
+pub use domain::reading::Reading;
+pub use domain::sensor::Sensor;
+pub use lambda::app::App;
+pub use lambda::config::Config;
 
 /// Structured logs for CloudWatch (`RUST_LOG` / `AWS_LAMBDA_LOG_LEVEL`).
 pub fn init_tracing() {

@@ -1,8 +1,8 @@
 //! The two things the pipeline needs from the outside world. The IoT and OpenSearch
 //! adapters implement them; tests swap in fakes.
 
-use crate::document::Document;
-use crate::topic::Topic;
+use crate::ingest::document::Document;
+use crate::ingest::topic::Topic;
 use std::fmt;
 use std::future::Future;
 

@@ -8,7 +8,7 @@
 mod bad_cases;
 mod support;
 
-use shared::runtime::{answer, Base64Guard};
+use shared::lambda::runtime::{answer, Base64Guard};
 use shared::Sensor;
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! `shared::runtime::run` against a local Lambda Runtime API (the real `lambda_runtime`
+//! `shared::lambda::runtime::run` against a local Lambda Runtime API (the real `lambda_runtime`
 //! client polling `/next` and posting `/response` over HTTP): API Gateway envelopes whose
 //! base64 body is garbage get a 400 naming `body` instead of a function error (the
 //! panic in lambda_http's decoder), and the same process keeps serving.
@@ -93,7 +93,7 @@ async fn garbage_base64_is_a_400_through_the_real_runtime_and_serving_continues(
         answers
     };
     let answers = tokio::select! {
-        result = shared::runtime::run(h.app) => panic!("the runtime stopped: {result:?}"),
+        result = shared::lambda::runtime::run(h.app) => panic!("the runtime stopped: {result:?}"),
         answers = collect => answers,
     };
     server.abort();

@@ -1,5 +1,5 @@
 //! The real function binary (built and served by `cargo lambda watch`, running
-//! `shared::runtime::run`) given API Gateway envelopes whose base64 body is garbage:
+//! `shared::lambda::runtime::run`) given API Gateway envelopes whose base64 body is garbage:
 //! a 400 naming `body`, not a function error, and the next good event is stored.
 
 #[path = "../../shared/tests/support/mod.rs"]

@@ -1,7 +1,7 @@
 //! Every bad request in `events/bad/cases.json` sent over HTTP to the local API Gateway
 //! emulator (`localstack::Gateway`, which builds REST proxy events with base64 bodies),
 //! invoking the function in-process through the same path as on Lambda: the runtime's
-//! base64 guard, lambda_http's event parser and `shared::runtime::answer`, with fake
+//! base64 guard, lambda_http's event parser and `shared::lambda::runtime::answer`, with fake
 //! ports. Each gets its status and a JSON error naming the field, nothing is published
 //! or indexed, and the functions keep serving. (Undecodable base64 cannot be produced by
 //! the gateway; those cases run in `shared/tests/bad_events.rs` and `runtime.rs`.)
@@ -15,7 +15,7 @@ mod tiny_http;
 
 use localstack::{Gateway, GatewayConfig};
 use serde_json::{json, Map};
-use shared::runtime::{answer, Base64Guard};
+use shared::lambda::runtime::{answer, Base64Guard};
 use shared::Sensor;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -7,8 +7,8 @@
 //! `cargo build --release -p initsteps && target/release/initsteps --runs 25`
 
 use shared::adapters::{IotPublisher, OpenSearchIndexer};
+use shared::ingest::topic::TopicTemplate;
 use shared::ports::{Indexer, Message, Publisher};
-use shared::topic::TopicTemplate;
 use shared::{App, Config, Sensor};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -71,7 +71,7 @@ fn child() {
         laps.mark();
         let config = Config::from_env(Sensor::Gasdetector).expect("configuration");
         laps.mark();
-        let sdk_config = shared::app::load_sdk_config(&config).await;
+        let sdk_config = shared::lambda::app::load_sdk_config(&config).await;
         laps.mark();
         let publisher = IotPublisher::new(&sdk_config, config.iot_endpoint.as_str());
         laps.mark();

@@ -7,5 +7,5 @@ use shared::{App, Sensor};
 async fn main() -> Result<(), Error> {
     shared::init_tracing();
     let app = App::from_env(Sensor::Gasdetector).await?;
-    shared::runtime::run(app).await
+    shared::lambda::runtime::run(app).await
 }

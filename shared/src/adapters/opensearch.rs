@@ -1,8 +1,8 @@
 //! Indexes through the `opensearch` crate: one `_bulk` request of `create` ops, checked
 //! item by item. SigV4-signed for AWS OpenSearch (`es`) or Serverless (`aoss`).
 
-use crate::config::{Config, OpenSearchAuth};
-use crate::document::Document;
+use crate::ingest::document::Document;
+use crate::lambda::config::{Config, OpenSearchAuth};
 use crate::ports::{DownstreamError, IndexOutcome, Indexer};
 use opensearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use opensearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// Largest body the function accepts (shared::request::MAX_BODY_BYTES).
+/// Largest body the function accepts (shared::lambda::request::MAX_BODY_BYTES).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]

@@ -4,11 +4,11 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
-use shared::app::App;
-use shared::document::Document;
-use shared::pipeline::Pipeline;
+use shared::ingest::document::Document;
+use shared::ingest::pipeline::Pipeline;
+use shared::ingest::retry::RetryPolicy;
+use shared::lambda::app::App;
 use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
-use shared::retry::RetryPolicy;
 use shared::{Config, Sensor};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;

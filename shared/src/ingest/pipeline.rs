@@ -1,18 +1,18 @@
 //! parse -> validate -> rules -> publish warnings and index, concurrently -> outcome.
 //! Depends only on the two ports, so every path is testable without AWS.
 
-use crate::config::Config;
-use crate::document::Document;
-use crate::error::ValidationError;
-use crate::index_name::IndexName;
-use crate::measure::Measure;
+use crate::domain::error::ValidationError;
+use crate::domain::measure::Measure;
+use crate::domain::reading::Reading;
+use crate::domain::sensor::Sensor;
+use crate::ingest::document::Document;
+use crate::ingest::index_name::IndexName;
+use crate::ingest::retry::{Backoff, RetryPolicy};
+use crate::ingest::rules::Rules;
+use crate::ingest::topic::{Topic, TopicTemplate};
+use crate::ingest::warning::Warning;
+use crate::lambda::config::Config;
 use crate::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
-use crate::reading::Reading;
-use crate::retry::{Backoff, RetryPolicy};
-use crate::rules::Rules;
-use crate::sensor::Sensor;
-use crate::topic::{Topic, TopicTemplate};
-use crate::warning::Warning;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use futures_util::stream::{FuturesUnordered, StreamExt};

@@ -1,7 +1,7 @@
 //! The HTTP boundary: body limits, JSON, single reading or batch. Turns any request
 //! into either readings for the pipeline or a 4xx, never a panic.
 
-use crate::error::{json_type, ValidationError};
+use crate::domain::error::{json_type, ValidationError};
 use serde_json::Value;
 
 /// Largest accepted body; a full 500-reading batch is about 250 KB.

@@ -1,10 +1,10 @@
 //! Configuration from the environment, read and checked once per cold start.
 //! A bad value fails init with a message naming the variable.
 
-use crate::index_name::IndexName;
-use crate::rules::Rules;
-use crate::sensor::Sensor;
-use crate::topic::TopicTemplate;
+use crate::domain::sensor::Sensor;
+use crate::ingest::index_name::IndexName;
+use crate::ingest::rules::Rules;
+use crate::ingest::topic::TopicTemplate;
 use chrono_tz::Tz;
 use opensearch::http::Url;
 use std::fmt;

@@ -1,7 +1,7 @@
 //! `createdtime`: when the box took the reading. Either `YYYY-MM-DD HH:MM:SS` in the
 //! device's local zone (`DEVICE_TIMEZONE`) or RFC 3339 with an explicit offset.
 
-use crate::error::{json_type, ValidationError};
+use crate::domain::error::{json_type, ValidationError};
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! The three sensor kinds, one per route and Lambda function, and the measures each carries.
 
-use crate::measure::Measure;
+use crate::domain::measure::Measure;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,8 +1,8 @@
 //! The MQTT warning message, one per tripped rule. The `warning` key keeps the
 //! subscribers of the original function working.
 
-use crate::reading::{MeasureReading, Reading};
-use crate::rules::Trip;
+use crate::domain::reading::{MeasureReading, Reading};
+use crate::ingest::rules::Trip;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -3,12 +3,12 @@
 
 use crate::adapters::opensearch::OpenSearchInitError;
 use crate::adapters::{IotPublisher, OpenSearchIndexer};
-use crate::config::{Config, ConfigError};
-use crate::pipeline::Pipeline;
+use crate::domain::sensor::Sensor;
+use crate::ingest::pipeline::Pipeline;
+use crate::lambda::config::{Config, ConfigError};
+use crate::lambda::request::{parse_body, Payload, RequestError};
+use crate::lambda::response::Reply;
 use crate::ports::{Indexer, Publisher};
-use crate::request::{parse_body, Payload, RequestError};
-use crate::response::Reply;
-use crate::sensor::Sensor;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

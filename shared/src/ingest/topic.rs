@@ -2,8 +2,8 @@
 //! filled in. The template is checked once at init, and a `GroupId` cannot contain
 //! topic syntax, so no payload can reach another group's or a reserved `$` topic.
 
-use crate::group_id::{self, GroupId};
-use crate::sensor::Sensor;
+use crate::domain::group_id::{self, GroupId};
+use crate::domain::sensor::Sensor;
 use std::fmt;
 
 pub const DEFAULT_TEMPLATE: &str = "pi/{groupid}";

@@ -1,7 +1,7 @@
 //! `groupid`: names the group of boxes and ends up in the MQTT topic, so it is
 //! restricted to characters that cannot change the topic's shape.
 
-use crate::error::{json_type, ValidationError};
+use crate::domain::error::{json_type, ValidationError};
 use serde_json::Value;
 use std::fmt;
 

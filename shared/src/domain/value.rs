@@ -1,7 +1,7 @@
 //! A measured value: a JSON number, or a string holding a finite decimal (`"26.20"`),
 //! as the boxes send today.
 
-use crate::error::{json_type, ValidationError};
+use crate::domain::error::{json_type, ValidationError};
 use serde_json::Value;
 
 /// Longest decimal string accepted; real readings are a handful of digits.

@@ -2,9 +2,9 @@
 //! website's queries keep working) plus `date`, `@timestamp`, `sensor`, `location` and
 //! `warnings`, under a deterministic id.
 
-use crate::index_name::IndexName;
-use crate::measure::Measure;
-use crate::reading::Reading;
+use crate::domain::measure::Measure;
+use crate::domain::reading::Reading;
+use crate::ingest::index_name::IndexName;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -92,8 +92,8 @@ impl Document {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::tests::SEED;
-    use crate::sensor::Sensor;
+    use crate::domain::reading::tests::SEED;
+    use crate::domain::sensor::Sensor;
     use chrono::TimeZone;
     use chrono_tz::Tz;
 

@@ -1,6 +1,6 @@
 //! `gps`: `"lat, lon"` as the boxes send it, indexed as a geo_point.
 
-use crate::error::{json_type, ValidationError};
+use crate::domain::error::{json_type, ValidationError};
 use serde_json::Value;
 
 const MAX_LEN: usize = 100;
@@ -29,7 +29,7 @@ impl Location {
         let bad = || ValidationError::new("", format!("must be \"lat, lon\", got {text:?}"));
         let (lat, lon) = text.split_once(',').ok_or_else(bad)?;
         let number = |s: &str| {
-            crate::value::MeasureValue::parse_decimal(s.trim())
+            crate::domain::value::MeasureValue::parse_decimal(s.trim())
                 .map(|v| v.get())
                 .map_err(|_| bad())
         };

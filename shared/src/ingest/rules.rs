@@ -1,7 +1,7 @@
 //! Threshold rules: `high` warns when value >= high, `low` when value <= low.
 //! Defaults from DESIGN.md; `RULES` (JSON) replaces the rule of each measure it names.
 
-use crate::measure::Measure;
+use crate::domain::measure::Measure;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;

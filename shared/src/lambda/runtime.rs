@@ -13,11 +13,11 @@
 //! `TracingLayer`) plus the guard layer. `lambda_http::Adapter` is public but
 //! `#[doc(hidden)]`: recheck this file when upgrading lambda_http.
 
-use crate::app::App;
-use crate::error::ValidationError;
+use crate::domain::error::ValidationError;
+use crate::lambda::app::App;
+use crate::lambda::request::RequestError;
+use crate::lambda::response::Reply;
 use crate::ports::{Indexer, Publisher};
-use crate::request::RequestError;
-use crate::response::Reply;
 use base64::Engine;
 use lambda_http::lambda_runtime::layers::TracingLayer;
 use lambda_http::lambda_runtime::{LambdaInvocation, Runtime};

@@ -1,7 +1,7 @@
 //! `sensorid` and `sensortype`: opaque labels, a string or an integer, at most 64
 //! characters. They feed the document id, so `5` and `"5"` are the same label.
 
-use crate::error::{json_type, ValidationError};
+use crate::domain::error::{json_type, ValidationError};
 use serde_json::Value;
 
 pub const MAX_LEN: usize = 64;

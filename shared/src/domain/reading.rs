@@ -1,14 +1,14 @@
 //! One reading from one box: validated into domain types, so the rest of the code
 //! cannot hold an invalid value. The JSON as received is kept for the indexed document.
 
-use crate::created_time::CreatedTime;
-use crate::error::{json_type, ValidationError};
-use crate::group_id::GroupId;
-use crate::location::Location;
-use crate::measure::Measure;
-use crate::sensor::Sensor;
-use crate::sensor_label::SensorLabel;
-use crate::value::MeasureValue;
+use crate::domain::created_time::CreatedTime;
+use crate::domain::error::{json_type, ValidationError};
+use crate::domain::group_id::GroupId;
+use crate::domain::location::Location;
+use crate::domain::measure::Measure;
+use crate::domain::sensor::Sensor;
+use crate::domain::sensor_label::SensorLabel;
+use crate::domain::value::MeasureValue;
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 

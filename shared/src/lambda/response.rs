@@ -1,7 +1,7 @@
 //! Response bodies and status codes, as DESIGN.md fixes them.
 
-use crate::pipeline::Outcome;
-use crate::request::RequestError;
+use crate::ingest::pipeline::Outcome;
+use crate::lambda::request::RequestError;
 use lambda_http::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
@@ -42,7 +42,7 @@ impl Reply {
             RequestError::TooLarge(len) => Reply {
                 status: 413,
                 body: json!({"error": "payload_too_large", "message": format!(
-                    "body is {len} bytes; at most {} bytes", crate::request::MAX_BODY_BYTES)}),
+                    "body is {len} bytes; at most {} bytes", crate::lambda::request::MAX_BODY_BYTES)}),
                 retry_after: None,
             },
             RequestError::Invalid(e) => Reply {
