@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     pub timeout: Duration,
     /// Print one line per request to stderr.
     pub log: bool,
+    /// Some: requests to the routes need this `x-api-key` (403 otherwise), as the
+    /// deployed REST API requires a key of its usage plan. None (the default for
+    /// `cargo xtask dev`): no key is checked.
+    pub api_key: Option<String>,
 }
 
 impl GatewayConfig {
@@ -62,6 +66,7 @@ impl GatewayConfig {
             stage: "local".into(),
             timeout: Duration::from_secs(600),
             log: false,
+            api_key: None,
         }
     }
 }
@@ -178,6 +183,13 @@ async fn route(
     else {
         return message(404, "Not Found", request_id);
     };
+    if let Some(key) = &config.api_key {
+        let given = request.headers().get("x-api-key").map(|v| v.as_bytes());
+        if given != Some(key.as_bytes()) {
+            // API Gateway's answer to a missing or unknown key.
+            return message(403, "Forbidden", request_id);
+        }
+    }
     let (parts, body) = request.into_parts();
     let body = match http::read_body(body, MAX_REQUEST).await {
         Ok(body) => body,

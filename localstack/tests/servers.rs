@@ -445,6 +445,28 @@ async fn gateway_builds_rest_proxy_events() {
 }
 
 #[tokio::test]
+async fn gateway_with_an_api_key_refuses_requests_without_it() {
+    let invoke = fake_invoke(echo).await;
+    let config = GatewayConfig {
+        api_key: Some("box-key".into()),
+        ..GatewayConfig::sensors(format!("http://{}", invoke.addr))
+    };
+    let gateway = Gateway::start(any_port(), config).await.unwrap();
+    let (status, _, body) = raw(&gateway.url(), "POST", "/dust", "{}").await;
+    assert_eq!(status, 403);
+    assert_eq!(body, json!({"message": "Forbidden"}));
+    assert!(invoke.events.lock().unwrap().is_empty());
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let request = Request::post(format!("{}/dust", gateway.url()))
+        .header("x-api-key", "box-key")
+        .body(Full::new(Bytes::from("{}")))
+        .unwrap();
+    assert_eq!(client.request(request).await.unwrap().status(), 200);
+    assert_eq!(invoke.events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn gateway_serves_the_contract_with_itself_as_server() {
     let invoke = fake_invoke(echo).await;
     let gateway = gateway_to(&invoke).await;
