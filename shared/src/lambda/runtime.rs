@@ -47,22 +47,14 @@ pub async fn answer<P: Publisher, I: Indexer>(
     request: Request,
 ) -> Result<Response<Body>, Error> {
     if guard.is_marked(&request) {
-        tracing::info!(
-            sensor = %app.pipeline().sensor(),
-            error = "invalid_base64",
-            "request rejected"
-        );
-        return Ok(invalid_base64_response());
+        let reply = Reply::from_request_error(&RequestError::Invalid(ValidationError::new(
+            "body",
+            "is marked base64-encoded (isBase64Encoded) but is not valid base64",
+        )));
+        let reply = app.reject(&request, reply, "invalid_base64").await;
+        return Ok(reply.to_response());
     }
     app.invoke(request).await
-}
-
-fn invalid_base64_response() -> Response<Body> {
-    let reply = Reply::from_request_error(&RequestError::Invalid(ValidationError::new(
-        "body",
-        "is marked base64-encoded (isBase64Encoded) but is not valid base64",
-    )));
-    reply.to_response()
 }
 
 /// Finds envelopes whose base64 body cannot be decoded and marks them.
