@@ -177,9 +177,13 @@ impl<P: Publisher, I: Indexer> App<P, I> {
     ) -> Reply {
         let started = Instant::now();
         let (request_id, api_request_id) = request_ids(request);
+        let xray_trace_id = request
+            .lambda_context_ref()
+            .and_then(|c| c.xray_trace_id.as_deref());
         let span = request::request_span(
             &request_id,
             api_request_id.as_deref(),
+            xray_trace_id,
             self.metrics.function(),
             self.pipeline.sensor(),
         );

@@ -17,11 +17,12 @@ fn take_cold_start() -> bool {
 }
 
 /// The span of one request: `requestId` (Lambda's), `apiRequestId` (API Gateway's, as in
-/// the access log) when there is one, `function`, `sensor`; `groupid` and `documentId` are
+/// the access log) and `xrayTraceId` when there are, `function`, `sensor`; `groupid` and `documentId` are
 /// recorded once known ([`record_reading`]).
 pub fn request_span(
     request_id: &str,
     api_request_id: Option<&str>,
+    xray_trace_id: Option<&str>,
     function: &str,
     sensor: Sensor,
 ) -> Span {
@@ -29,6 +30,7 @@ pub fn request_span(
         "request",
         requestId = request_id,
         apiRequestId = api_request_id,
+        xrayTraceId = xray_trace_id,
         function = function,
         sensor = sensor.name(),
         groupid = Empty,
