@@ -41,6 +41,9 @@ const PASS_THROUGH: &[&str] = &[
     "DEVICE_TIMEZONE",
     "OPENSEARCH_SERVICE",
     "RUST_LOG",
+    "AWS_LAMBDA_LOG_FORMAT",
+    "AWS_LAMBDA_LOG_LEVEL",
+    "METRICS_NAMESPACE",
 ];
 
 struct Ports {
