@@ -10,13 +10,12 @@ mod tiny_http;
 
 use serde_json::{json, Value};
 use shared::observability::emf::MetricsSink;
-use shared::observability::logging::{self, LogFormat, LogSettings};
+use shared::observability::logging::{LogFormat, LogSettings};
 use shared::{App, Config, Sensor};
 use std::collections::HashMap;
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use support::request;
+use std::sync::Arc;
+use support::{request, Capture};
 use tiny_http::{RawRequest, RawResponse};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -24,19 +23,6 @@ use tracing_subscriber::layer::SubscriberExt;
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY";
 const TOKEN: &str = "IQoJb3JpZ2luX2VjSESSIONTOKEN";
 const GPS: &str = "37.61002501514269, 126.99636868892937";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn reading(group: &str, no2: &str, time: &str) -> Value {
     json!({"groupid": group, "gps": GPS,
@@ -69,14 +55,10 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
 /// `AWS_LAMBDA_LOG_FORMAT=JSON`): every line is a JSON object, and still nothing secret.
 #[tokio::test]
 async fn json_logs_hold_no_secrets_values_or_payloads_either() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let settings = LogSettings {
+    let (capture, guard) = support::capture_logs(&LogSettings {
         format: LogFormat::Json,
         filter: "info,shared=trace".into(),
-    };
-    let guard =
-        tracing::subscriber::set_default(logging::subscriber(&settings, move || writer.clone()));
+    });
     let (ids, emf) = drive_requests().await;
     drop(guard);
     let logs = check(&capture, &ids, &emf);
@@ -181,7 +163,7 @@ async fn drive_requests() -> (Vec<String>, Vec<String>) {
 
 /// Nothing secret or payload-like in the logs or the metrics; ids and names are there.
 fn check(capture: &Capture, ids: &[String], emf: &[String]) -> String {
-    let mut logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let mut logs = capture.text();
     assert!(!emf.is_empty(), "metrics written");
     for line in emf {
         logs.push_str(line);

@@ -9,35 +9,10 @@ mod support;
 use lambda_http::{Context, Request, RequestExt};
 use serde_json::{json, Value};
 use shared::observability::emf::MetricsSink;
-use shared::observability::logging::{self, LogFormat, LogSettings};
+use shared::observability::logging::{LogFormat, LogSettings};
 use shared::ports::DownstreamError;
 use shared::Sensor;
-use std::io;
-use std::sync::{Arc, Mutex};
-use support::{Harness, SEED};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
+use support::{capture_logs, Harness, SEED};
 
 fn json_settings() -> LogSettings {
     LogSettings {
@@ -66,10 +41,7 @@ struct Run {
 
 /// One request through the handler, its log lines (JSON) and EMF lines captured.
 async fn run(h: Harness, body: String, request_id: &str) -> Run {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = logging::subscriber(&json_settings(), move || writer.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs(&json_settings());
     let (sink, lines) = MetricsSink::memory();
     let app = h.app.with_metrics_sink(sink);
     let response = app.handle(post(body, request_id)).await;
@@ -291,10 +263,7 @@ async fn a_failed_request_is_a_503_counted_as_unavailable() {
 
 #[tokio::test]
 async fn concurrent_requests_keep_their_own_ids_and_counts() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = logging::subscriber(&json_settings(), move || writer.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs(&json_settings());
     let (sink, lines) = MetricsSink::memory();
     let h = Harness::new(Sensor::Gasdetector);
     let app = h.app.with_metrics_sink(sink);
@@ -346,14 +315,10 @@ async fn concurrent_requests_keep_their_own_ids_and_counts() {
 
 #[tokio::test]
 async fn text_mode_is_readable_and_carries_the_request_span() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let settings = LogSettings {
+    let (capture, _guard) = capture_logs(&LogSettings {
         format: LogFormat::Text,
         filter: "info".into(),
-    };
-    let subscriber = logging::subscriber(&settings, move || writer.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    });
     let (sink, _lines) = MetricsSink::memory();
     let app = Harness::new(Sensor::Gasdetector)
         .app

@@ -39,11 +39,7 @@ pub fn cold(args: &[String]) -> Result {
     let mut json_logs = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or(format!("{arg} needs a value\n{USAGE}"))
-        };
+        let mut value = || tools::flag_value(&mut it, arg, USAGE);
         match arg.as_str() {
             "--runs" => runs = value()?,
             "--warm" => warm = value()?,

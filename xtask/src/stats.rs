@@ -3,7 +3,7 @@
 //! sees in CloudWatch can be seen locally: per function and sensor, the same metric names,
 //! sums for counts, p50/p99/max for latencies.
 
-use crate::tools::{root, Result};
+use crate::tools::{self, root, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -26,11 +26,7 @@ pub fn run(args: &[String]) -> Result {
     let mut every: Option<u64> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or(format!("{arg} needs a value\n{USAGE}"))
-        };
+        let mut value = || tools::flag_value(&mut it, arg, USAGE);
         match arg.as_str() {
             "--file" => file = PathBuf::from(value()?),
             "--every" => {

@@ -85,19 +85,15 @@ impl RequestCounts {
         for outcome in outcomes {
             match outcome {
                 Outcome::Stored {
-                    duplicate: false,
+                    duplicate,
                     warnings,
                     ..
                 } => {
-                    counts.stored += 1;
-                    counts.warnings += u32::try_from(warnings.len()).unwrap_or(u32::MAX);
-                }
-                Outcome::Stored {
-                    duplicate: true,
-                    warnings,
-                    ..
-                } => {
-                    counts.duplicate += 1;
+                    if *duplicate {
+                        counts.duplicate += 1;
+                    } else {
+                        counts.stored += 1;
+                    }
                     counts.warnings += u32::try_from(warnings.len()).unwrap_or(u32::MAX);
                 }
                 Outcome::Invalid(_) => counts.invalid += 1,
