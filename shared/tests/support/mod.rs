@@ -291,5 +291,8 @@ pub fn capture_logs(
     let subscriber = shared::observability::logging::subscriber(settings, move || writer.clone());
     // Through lambda_http's re-export: `tests/` includes this module and has no `tracing`.
     let dispatch = lambda_http::tracing::Dispatch::new(subscriber);
-    (capture, lambda_http::tracing::dispatcher::set_default(&dispatch))
+    (
+        capture,
+        lambda_http::tracing::dispatcher::set_default(&dispatch),
+    )
 }
