@@ -124,16 +124,17 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, state: &State) -> 
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let config = &state.config;
-    let response = if path == OPENAPI_PATH && method == hyper::Method::GET {
-        contract(&request, &state.contract, &request_id)
+    let (response, counts) = if path == OPENAPI_PATH && method == hyper::Method::GET {
+        (contract(&request, &state.contract, &request_id), None)
     } else {
         route(request, peer, config, &state.client, &request_id).await
     };
     if config.log {
         eprintln!(
-            "gateway: {method} {path} -> {} in {} ms",
+            "gateway: {method} {path} -> {} in {} ms{}",
             response.status().as_u16(),
-            started.elapsed().as_millis()
+            started.elapsed().as_millis(),
+            counts.map(|c| format!(" {c}")).unwrap_or_default()
         );
     }
     response
@@ -171,32 +172,63 @@ fn starting(function: &str, request_id: &str) -> HttpResponse {
     )
 }
 
+/// What the function's answer says it did, for the per-request line:
+/// `stored=1 invalid=0 retry=0 warnings=2`. `None` when the body is not one of ours.
+pub fn reading_counts(proxy_result: &Value) -> Option<String> {
+    let body: Value = serde_json::from_str(proxy_result.get("body")?.as_str()?).ok()?;
+    let warnings_of = |v: &Value| {
+        v.get("warnings")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
+    let (stored, invalid, retry, warnings) = if let Some(items) = body.get("items") {
+        let count = |key: &str| body.get(key).and_then(Value::as_u64).unwrap_or(0);
+        let warnings = items
+            .as_array()
+            .map_or(0, |i| i.iter().map(warnings_of).sum());
+        (count("stored"), count("invalid"), count("retry"), warnings)
+    } else {
+        match (
+            body.get("status").and_then(Value::as_str),
+            body.get("error").and_then(Value::as_str),
+        ) {
+            (Some("ok"), _) => (1, 0, 0, warnings_of(&body)),
+            (_, Some("invalid_reading")) => (0, 1, 0, 0),
+            (_, Some("unavailable")) => (0, 0, 1, 0),
+            _ => return None,
+        }
+    };
+    Some(format!(
+        "stored={stored} invalid={invalid} retry={retry} warnings={warnings}"
+    ))
+}
+
 async fn route(
     request: Request<Incoming>,
     peer: SocketAddr,
     config: &GatewayConfig,
     client: &Client<HttpConnector, Full<Bytes>>,
     request_id: &str,
-) -> HttpResponse {
+) -> (HttpResponse, Option<String>) {
     let path = request.uri().path().to_owned();
     let Some((resource, function)) = config.routes.iter().find(|(resource, _)| *resource == path)
     else {
-        return message(404, "Not Found", request_id);
+        return (message(404, "Not Found", request_id), None);
     };
     if let Some(key) = &config.api_key {
         let given = request.headers().get("x-api-key").map(|v| v.as_bytes());
         if given != Some(key.as_bytes()) {
             // API Gateway's answer to a missing or unknown key.
-            return message(403, "Forbidden", request_id);
+            return (message(403, "Forbidden", request_id), None);
         }
     }
     let (parts, body) = request.into_parts();
     let body = match http::read_body(body, MAX_REQUEST).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => return message(413, "Request Too Long", request_id),
+        Err(BodyError::TooLarge) => return (message(413, "Request Too Long", request_id), None),
         Err(BodyError::Read(e)) => {
             eprintln!("gateway: cannot read request body: {e}");
-            return message(400, "Bad Request", request_id);
+            return (message(400, "Bad Request", request_id), None);
         }
     };
     let event = proxy_event(&parts, &body, resource, peer, &config.stage, request_id);
@@ -206,19 +238,19 @@ async fn route(
     );
     match invoke(client, &url, &event, config.timeout).await {
         Ok(result) => match proxy_response(&result, request_id) {
-            Ok(response) => response,
+            Ok(response) => (response, reading_counts(&result)),
             Err(why) => {
                 eprintln!("gateway: {function}: {why}");
-                message(502, "Internal server error", request_id)
+                (message(502, "Internal server error", request_id), None)
             }
         },
         Err(InvokeError::Unreachable(why)) => {
             eprintln!("gateway: invoking {function} at {url}: {why}; answered 503");
-            starting(function, request_id)
+            (starting(function, request_id), None)
         }
         Err(InvokeError::Failed(why)) => {
             eprintln!("gateway: invoking {function} at {url}: {why}");
-            message(502, "Internal server error", request_id)
+            (message(502, "Internal server error", request_id), None)
         }
     }
 }
@@ -455,4 +487,47 @@ fn header_value(value: &Value) -> Result<HeaderValue, String> {
         other => return Err(format!("bad header value {other}")),
     };
     HeaderValue::from_str(&text).map_err(|_| format!("bad header value {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(body: Value) -> Value {
+        json!({"statusCode": 200, "body": body.to_string()})
+    }
+
+    #[test]
+    fn reading_counts_reads_single_and_batch_answers() {
+        let single = result(json!({"status": "ok", "id": "a", "warnings": [{}, {}]}));
+        assert_eq!(
+            reading_counts(&single).as_deref(),
+            Some("stored=1 invalid=0 retry=0 warnings=2")
+        );
+        let invalid = result(json!({"error": "invalid_reading", "field": "groupid"}));
+        assert_eq!(
+            reading_counts(&invalid).as_deref(),
+            Some("stored=0 invalid=1 retry=0 warnings=0")
+        );
+        let unavailable = result(json!({"error": "unavailable", "id": "a"}));
+        assert_eq!(
+            reading_counts(&unavailable).as_deref(),
+            Some("stored=0 invalid=0 retry=1 warnings=0")
+        );
+        let batch = result(
+            json!({"status": "retry", "stored": 2, "invalid": 1, "retry": 1,
+            "items": [{"warnings": [{}]}, {"warnings": []}, {}, {}]}),
+        );
+        assert_eq!(
+            reading_counts(&batch).as_deref(),
+            Some("stored=2 invalid=1 retry=1 warnings=1")
+        );
+        for other in [
+            json!({"statusCode": 200}),
+            json!({"body": "not json"}),
+            result(json!({})),
+        ] {
+            assert_eq!(reading_counts(&other), None, "{other}");
+        }
+    }
 }

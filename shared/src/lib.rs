@@ -4,12 +4,14 @@
 //! - [`ingest`]: rules, warnings, documents, topics and the pipeline that ties them;
 //! - [`ports`]: the small traits the pipeline depends on; [`adapters`]: IoT and OpenSearch;
 //! - [`lambda`]: the boundary with the Lambda runtime (configuration, HTTP request and
-//!   response, the handler and the runtime loop).
+//!   response, the handler and the runtime loop);
+//! - [`observability`]: structured logs, the per-request summary and EMF metrics.
 
 pub mod adapters;
 pub mod domain;
 pub mod ingest;
 pub mod lambda;
+pub mod observability;
 pub mod ports;
 
 pub use domain::error::ValidationError;
@@ -19,7 +21,8 @@ pub use domain::sensor::Sensor;
 pub use lambda::app::App;
 pub use lambda::config::Config;
 
-/// Structured logs for CloudWatch (`RUST_LOG` / `AWS_LAMBDA_LOG_LEVEL`).
+/// Structured logs for CloudWatch: JSON lines under `AWS_LAMBDA_LOG_FORMAT=JSON`, text
+/// otherwise; level from `AWS_LAMBDA_LOG_LEVEL` / `RUST_LOG` (see [`observability::logging`]).
 pub fn init_tracing() {
-    lambda_http::tracing::init_default_subscriber();
+    observability::logging::init(&observability::logging::LogSettings::from_env());
 }

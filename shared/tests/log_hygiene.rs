@@ -9,12 +9,13 @@ mod support;
 mod tiny_http;
 
 use serde_json::{json, Value};
+use shared::observability::emf::MetricsSink;
+use shared::observability::logging::{LogFormat, LogSettings};
 use shared::{App, Config, Sensor};
 use std::collections::HashMap;
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use support::request;
+use std::sync::Arc;
+use support::{request, Capture};
 use tiny_http::{RawRequest, RawResponse};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -22,19 +23,6 @@ use tracing_subscriber::layer::SubscriberExt;
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY";
 const TOKEN: &str = "IQoJb3JpZ2luX2VjSESSIONTOKEN";
 const GPS: &str = "37.61002501514269, 126.99636868892937";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn reading(group: &str, no2: &str, time: &str) -> Value {
     json!({"groupid": group, "gps": GPS,
@@ -57,8 +45,33 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
                 .with_target("shared", tracing::Level::TRACE)
                 .with_default(tracing::Level::INFO),
         );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let guard = tracing::subscriber::set_default(subscriber);
+    let (ids, emf) = drive_requests().await;
+    drop(guard);
+    check(&capture, &ids, &emf);
+}
 
+/// The same requests with the functions' own subscriber in JSON mode (Lambda's
+/// `AWS_LAMBDA_LOG_FORMAT=JSON`): every line is a JSON object, and still nothing secret.
+#[tokio::test]
+async fn json_logs_hold_no_secrets_values_or_payloads_either() {
+    let (capture, guard) = support::capture_logs(&LogSettings {
+        format: LogFormat::Json,
+        filter: "info,shared=trace".into(),
+    });
+    let (ids, emf) = drive_requests().await;
+    drop(guard);
+    let logs = check(&capture, &ids, &emf);
+    for line in logs.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["requestId"].is_string(), "{line}");
+    }
+}
+
+/// The scenario: stored, warning, batch, invalid, bad group, truncated JSON; the
+/// downstreams fail (with error bodies echoing the request) from the 6th call on.
+/// Returns the ids answered and the EMF lines written.
+async fn drive_requests() -> (Vec<String>, Vec<String>) {
     // A local OpenSearch + IoT endpoint answering with real services' errors: OpenSearch
     // mapper errors quote the field's value, an IoT 403 names the caller and the topic.
     let calls = Arc::new(AtomicUsize::new(0));
@@ -108,7 +121,11 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
     ]);
     let config = Config::from_lookup(Sensor::Gasdetector, |k| env.get(k).map(|v| v.to_string()))
         .expect("configuration");
-    let app = App::from_config(config).await.expect("init");
+    let (sink, emf) = MetricsSink::memory();
+    let app = App::from_config(config)
+        .await
+        .expect("init")
+        .with_metrics_sink(sink);
 
     let mut ids = Vec::new();
     for (i, body) in [
@@ -140,9 +157,18 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
         calls.load(Ordering::SeqCst) > 4,
         "the downstreams were called"
     );
-    drop(_guard);
+    let emf = emf.lock().unwrap().clone();
+    (ids, emf)
+}
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+/// Nothing secret or payload-like in the logs or the metrics; ids and names are there.
+fn check(capture: &Capture, ids: &[String], emf: &[String]) -> String {
+    let mut logs = capture.text();
+    assert!(!emf.is_empty(), "metrics written");
+    for line in emf {
+        logs.push_str(line);
+        logs.push('\n');
+    }
     assert!(!logs.is_empty());
     for forbidden in [
         SECRET,
@@ -169,7 +195,7 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
         }
     }
     assert!(!ids.is_empty());
-    for id in &ids {
+    for id in ids {
         assert!(logs.contains(id.as_str()), "id {id} logged:\n{logs}");
     }
     // The first two readings are stored (the downstreams fail only from the 6th call).
@@ -178,4 +204,5 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
         assert!(logs.contains(name), "{name} logged:\n{logs}");
     }
     println!("{logs}");
+    logs
 }

@@ -9,12 +9,16 @@ use std::process::Command;
 
 pub const USAGE: &str = "\
 usage: cargo xtask bench-cold [--runs N] [--warm N] [--concurrency C] [--zip] [--update] [--no-build]
+                             [--previous REV] [--json-logs]
   --runs N        cold starts per function (default 15)
   --warm N        warm requests per function through the harness gateway (default 2000, 0 = skip)
   --concurrency C client connections for the warm test (default 1)
   --zip           also `cargo lambda build --release --output-format zip` and report zip sizes
   --update        copy the report into BENCHMARKS.md (between the bench-cold markers)
   --no-build      use the binaries already in target/release
+  --previous REV  also build gasdetector at git revision REV (e.g. reorg) into
+                  target/bench/previous and measure it as `gasdetector-previous`, cold and warm
+  --json-logs     run every function with AWS_LAMBDA_LOG_FORMAT=JSON, as the stacks deploy them
 ";
 
 const FUNCTIONS: [(&str, &str); 3] = [
@@ -31,13 +35,11 @@ pub fn cold(args: &[String]) -> Result {
     let mut warm = "2000".to_string();
     let mut concurrency = "1".to_string();
     let (mut zip, mut update, mut build) = (false, false, true);
+    let mut previous: Option<String> = None;
+    let mut json_logs = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or(format!("{arg} needs a value\n{USAGE}"))
-        };
+        let mut value = || tools::flag_value(&mut it, arg, USAGE);
         match arg.as_str() {
             "--runs" => runs = value()?,
             "--warm" => warm = value()?,
@@ -45,6 +47,8 @@ pub fn cold(args: &[String]) -> Result {
             "--zip" => zip = true,
             "--update" => update = true,
             "--no-build" => build = false,
+            "--previous" => previous = Some(value()?),
+            "--json-logs" => json_logs = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(());
@@ -73,6 +77,10 @@ pub fn cold(args: &[String]) -> Result {
             ]))?;
         }
     }
+    let previous_binary = match &previous {
+        Some(rev) => Some(build_previous(&root, rev)?),
+        None => None,
+    };
     let release = root.join("target").join("release");
     let python = venv_bin("python");
     let mut harness = Command::new(release.join("coldstart"));
@@ -104,6 +112,27 @@ pub fn cold(args: &[String]) -> Result {
         "gasdetector-no-warning|events/gasdetector/apigw-rest.json|{}",
         release.join("gasdetector").display()
     ));
+    if let (Some(binary), Some(rev)) = (&previous_binary, &previous) {
+        harness
+            .arg("--fn")
+            .arg(format!("gasdetector-previous|{event}|{}", binary.display()));
+        harness.args([
+            "--warm-fn",
+            "gasdetector",
+            "--warm-fn",
+            "gasdetector-previous",
+        ]);
+        harness.args(["--warm-fn", "python"]);
+        harness.arg("--note").arg(format!(
+            "`gasdetector-previous`: the same function built from `{rev}`"
+        ));
+    }
+    if json_logs {
+        harness.args(["--env", "AWS_LAMBDA_LOG_FORMAT=JSON"]);
+        harness
+            .arg("--note")
+            .arg("Every function ran with AWS_LAMBDA_LOG_FORMAT=JSON (as deployed)");
+    }
     harness.arg("--fn").arg(format!(
         "python|{event}|{} {}",
         python.display(),
@@ -118,9 +147,12 @@ pub fn cold(args: &[String]) -> Result {
         version(Command::new(&python).args(["-c", "import boto3; print(boto3.__version__)"])),
         version(Command::new(&python).args(["-c", "import requests; print(requests.__version__)"])),
     ));
-    harness
-        .arg("--note")
-        .arg("Command: `cargo xtask bench-cold`");
+    harness.arg("--note").arg(format!(
+        "Command: `{}`",
+        ["cargo xtask bench-cold".to_string(), args.join(" ")]
+            .join(" ")
+            .trim_end()
+    ));
     run(&mut harness)?;
 
     let mut report =
@@ -134,6 +166,36 @@ pub fn cold(args: &[String]) -> Result {
     }
     eprintln!("report: {}", out.display());
     Ok(())
+}
+
+/// Builds the gasdetector bootstrap of git revision `rev` in target/bench/previous/src (its
+/// own workspace and target dir, seeded with our release dependencies so only the crates
+/// that differ recompile) and returns the binary.
+fn build_previous(root: &Path, rev: &str) -> Result<PathBuf> {
+    let dir = root.join("target").join("bench").join("previous");
+    let src = dir.join("src");
+    if src.exists() {
+        std::fs::remove_dir_all(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+    }
+    std::fs::create_dir_all(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let tar = dir.join("source.tar");
+    run(Command::new("git")
+        .current_dir(root)
+        .args(["archive", "--format=tar", "-o"])
+        .arg(&tar)
+        .arg(rev))?;
+    run(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&src))?;
+    let target = dir.join("target");
+    let release = root.join("target").join("release");
+    if !target.join("release").exists() && release.exists() {
+        std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        run(Command::new("cp").arg("-a").arg(&release).arg(&target))?;
+    }
+    run(Command::new("cargo")
+        .current_dir(&src)
+        .args(["build", "--release", "-p", "gasdetector", "--target-dir"])
+        .arg(&target))?;
+    Ok(target.join("release").join("gasdetector"))
 }
 
 fn version(command: &mut Command) -> String {

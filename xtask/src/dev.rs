@@ -43,6 +43,9 @@ const PASS_THROUGH: &[&str] = &[
     "DEVICE_TIMEZONE",
     "OPENSEARCH_SERVICE",
     "RUST_LOG",
+    "AWS_LAMBDA_LOG_FORMAT",
+    "AWS_LAMBDA_LOG_LEVEL",
+    "METRICS_NAMESPACE",
 ];
 
 struct Ports {
@@ -234,11 +237,16 @@ pub fn run(args: &[String]) -> Result {
         ])
         .arg("--env-file")
         .arg(&env_file)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // The functions' stdout (logs and EMF metrics) goes through us: see stats.rs.
+        .stdout(Stdio::piped());
     if options.release {
         command.arg("--release");
     }
     peers.spawn("cargo lambda watch", &mut command)?;
+    if let Some(stdout) = peers.take_stdout() {
+        crate::stats::tee_functions_output(stdout, &crate::stats::functions_log())?;
+    }
     peers.wait_until(
         "cargo lambda watch",
         Duration::from_secs(300),
@@ -380,6 +388,7 @@ try it:
   mosquitto_sub -h {HOST} -p {mqtt} -t 'pi/#' -q 1 -v
   curl -sS -X POST http://{HOST}:{gw}/gasdetector -H 'content-type: application/json' {curl_body}
 {invoke}  curl -sS '{opensearch_url}/gasdetect/_search?q=groupid:2&pretty'
+  cargo xtask stats      (sums the functions' EMF metrics from target/dev/functions.log)
 ",
         gw = ports.gateway,
         watch = ports.watch,
@@ -682,6 +691,11 @@ impl Peers {
         eprintln!("started {name} (pid {})", child.id());
         self.children.push((name, child));
         Ok(())
+    }
+
+    /// The stdout pipe of the peer spawned last, if it was piped.
+    fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.children.last_mut()?.1.stdout.take()
     }
 
     /// Polls `ready` until it holds, failing if the deadline passes, a peer exits or the

@@ -7,9 +7,9 @@ use std::time::{Instant, SystemTime};
 
 use crate::tools::{self, Result};
 
-/// cfn-lint, `sam validate --lint` and `sam validate` (the SAM translator) on
-/// infra/template.yaml, then the CDK app's assertion
-/// tests (`npm ci` when needed, `npm test`). Everything runs offline once the tools are
+/// cfn-lint, `sam validate --lint`, `sam validate` (the SAM translator) and the
+/// operations assertions on infra/template.yaml, then the CDK app's assertion tests
+/// (`npm ci` when needed, `npm test`). Everything runs offline once the tools are
 /// installed (pip and npm reach their registries only on the first run).
 pub fn check(args: &[String]) -> Result {
     if let Some(arg) = args.first() {
@@ -59,6 +59,13 @@ pub fn check(args: &[String]) -> Result {
             .env("SAM_CLI_DISABLE_UPDATE_CHECK", "1")
             .args(["validate", "-t"])
             .arg(&template),
+    )?;
+
+    // The SAM template's alarms, dashboard and logging settings (cfn-lint's decoder).
+    tools::run(
+        Command::new(tools::venv_bin("python"))
+            .current_dir(&root)
+            .arg(Path::new("infra").join("test_template_operations.py")),
     )?;
 
     let cdk = root.join("infra").join("cdk");

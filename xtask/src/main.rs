@@ -7,6 +7,7 @@ mod deny;
 mod dev;
 mod fuzz;
 mod infra;
+mod stats;
 mod test;
 mod tools;
 
@@ -24,6 +25,7 @@ commands:
   deny           cargo deny check bans licenses sources (+ advisories when the network is reachable)
   fuzz [secs]    run the parser/validation fuzz target (default 60 s) and minimize its corpus
   bench-cold     cold-start, memory and warm-path benchmarks against baselines (target/bench/cold.md)
+  stats [--every SECS]   sum the EMF metrics the functions printed under `cargo xtask dev`
 ";
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         "deny" => deny::check(rest),
         "fuzz" => fuzz::run_fuzz(rest),
         "bench-cold" => bench::cold(rest),
+        "stats" => stats::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -23,6 +23,17 @@ pub fn venv_bin(name: &str) -> PathBuf {
     venv_dir().join("bin").join(name)
 }
 
+/// The value after a command-line flag (`--runs 5` gives `5`), or an error naming the flag.
+pub fn flag_value(
+    args: &mut std::slice::Iter<'_, String>,
+    flag: &str,
+    usage: &str,
+) -> Result<String> {
+    args.next()
+        .cloned()
+        .ok_or(format!("{flag} needs a value\n{usage}"))
+}
+
 /// Runs a command to completion, failing with its name if it does not exit 0.
 pub fn run(command: &mut Command) -> Result {
     eprintln!("$ {}", describe(command));

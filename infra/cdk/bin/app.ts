@@ -2,6 +2,7 @@
 // cdk deploy [-c key=value ...]: see docs/deploy.md for the context keys.
 import { App, Duration } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SensorIngestStack } from '../lib/sensor-ingest-stack';
 
 const app = new App();
@@ -46,4 +47,12 @@ new SensorIngestStack(app, ctx('stackName') ?? 'SensorIngest', {
   deviceTimezone: ctx('deviceTimezone'),
   ackMessages: bool('ackMessages'),
   rustLog: ctx('rustLog'),
+  logLevel: ctx('logLevel') as lambda.ApplicationLogLevel | undefined,
+  metricsNamespace: ctx('metricsNamespace'),
+  alarmEmail: ctx('alarmEmail'),
+  tracing: bool('tracing'),
+  apiGatewayLogsRole: bool('apiGatewayLogsRole'),
+  apiLatencyP99Ms: num('apiLatencyP99Ms'),
+  unavailablePercent: num('unavailablePercent'),
+  openSearchFreeStorageMb: num('openSearchFreeStorageMb'),
 });

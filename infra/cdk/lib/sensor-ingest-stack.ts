@@ -16,6 +16,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
 import * as YAML from 'yaml';
+import { DEFAULT_METRICS_NAMESPACE, Operations } from './operations';
 
 /** The three functions: crate (= package = binary) name, API route, default index, measures. */
 export const SENSORS = [
@@ -69,6 +70,25 @@ export interface SensorIngestStackProps extends StackProps {
   readonly deviceTimezone?: string;
   readonly ackMessages?: boolean;
   readonly rustLog?: string;
+  /** Lambda application log level (AWS_LAMBDA_LOG_LEVEL; wins over rustLog). Default INFO. */
+  readonly logLevel?: lambda.ApplicationLogLevel;
+  /** CloudWatch namespace of the EMF metrics (METRICS_NAMESPACE). Default SensorIngest. */
+  readonly metricsNamespace?: string;
+  /** Subscribe this e-mail address to the alarm topic. */
+  readonly alarmEmail?: string;
+  /** X-Ray active tracing on the functions and the REST API stage. Default false. */
+  readonly tracing?: boolean;
+  /**
+   * Create the account-wide API Gateway CloudWatch Logs role, which access logs need.
+   * Default false: leave the account's setting alone (it must exist; see docs/deploy.md).
+   */
+  readonly apiGatewayLogsRole?: boolean;
+  /** REST API p99 latency alarm threshold (ms, 15 minutes). Default 3000. */
+  readonly apiLatencyP99Ms?: number;
+  /** Alarm when more than this percentage of a function's requests are answered 503. Default 5. */
+  readonly unavailablePercent?: number;
+  /** OpenSearch free storage alarm threshold (MB per node). Default 2048. */
+  readonly openSearchFreeStorageMb?: number;
   /** Workspace root (holds functions/<name>/Cargo.toml); default: found upwards from this file. */
   readonly repoRoot?: string;
 }
@@ -108,6 +128,7 @@ export class SensorIngestStack extends Stack {
   readonly functions: Record<string, RustFunction> = {};
   readonly restApi: apigw.SpecRestApi;
   readonly domain?: opensearch.Domain;
+  readonly operations: Operations;
 
   constructor(scope: Construct, id: string, props: SensorIngestStackProps = {}) {
     super(scope, id, props);
@@ -116,6 +137,7 @@ export class SensorIngestStack extends Stack {
     const repoRoot = props.repoRoot ?? findRepoRoot();
     const architecture = props.architecture === 'x86_64' ? lambda.Architecture.X86_64 : lambda.Architecture.ARM_64;
     const retention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    const metricsNamespace = props.metricsNamespace ?? DEFAULT_METRICS_NAMESPACE;
     const iotArn = (resource: string, resourceName: string) =>
       this.formatArn({ service: 'iot', resource, resourceName });
 
@@ -207,6 +229,7 @@ export class SensorIngestStack extends Stack {
         ACK_MESSAGES: props.ackMessages ? 'true' : 'false',
         DEVICE_TIMEZONE: props.deviceTimezone ?? 'UTC',
         RUST_LOG: props.rustLog ?? 'info',
+        METRICS_NAMESPACE: metricsNamespace,
       };
       if (props.rules) environment.RULES = props.rules;
       const fn = new RustFunction(this, `${sensor.id}Function`, {
@@ -216,6 +239,12 @@ export class SensorIngestStack extends Stack {
         memorySize: props.memorySize ?? 128,
         timeout: props.timeout ?? Duration.seconds(15),
         logGroup,
+        // JSON: Lambda sets AWS_LAMBDA_LOG_FORMAT=JSON and the functions write JSON lines.
+        loggingFormat: lambda.LoggingFormat.JSON,
+        applicationLogLevelV2: props.logLevel ?? lambda.ApplicationLogLevel.INFO,
+        systemLogLevelV2: lambda.SystemLogLevel.WARN,
+        // Undefined, not PASS_THROUGH: that would still grant X-Ray writes.
+        tracing: props.tracing ? lambda.Tracing.ACTIVE : undefined,
         environment,
       });
       fn.addToRolePolicy(publishStatement);
@@ -228,13 +257,36 @@ export class SensorIngestStack extends Stack {
     // and the deployed API cannot drift: the routes, the x-api-key requirement and the
     // 405 answers (x-amazon-apigateway-any-method) come from the document; only each
     // integration's function ARN is filled in here.
+    const accessLogs = new logs.LogGroup(this, 'ApiAccessLogGroup', { retention, removalPolicy: RemovalPolicy.DESTROY });
     this.restApi = new apigw.SpecRestApi(this, 'RestApi', {
       restApiName: `${this.stackName}-sensors`,
       apiDefinition: apigw.ApiDefinition.fromInline(contractWithFunctions(repoRoot, this.functions)),
       endpointTypes: [apigw.EndpointType.REGIONAL],
-      deployOptions: { stageName: props.stageName ?? 'v1' },
-      // Leave the account-wide API Gateway CloudWatch role alone.
-      cloudWatchRole: false,
+      deployOptions: {
+        stageName: props.stageName ?? 'v1',
+        // One JSON line per request; needs the account's API Gateway CloudWatch role.
+        accessLogDestination: new apigw.LogGroupLogDestination(accessLogs),
+        accessLogFormat: apigw.AccessLogFormat.custom(JSON.stringify({
+          requestId: '$context.requestId',
+          extendedRequestId: '$context.extendedRequestId',
+          requestTime: '$context.requestTimeEpoch',
+          httpMethod: '$context.httpMethod',
+          resourcePath: '$context.resourcePath',
+          status: '$context.status',
+          responseLatency: '$context.responseLatency',
+          integrationLatency: '$context.integrationLatency',
+          integrationStatus: '$context.integrationStatus',
+          apiKeyId: '$context.identity.apiKeyId',
+          responseLength: '$context.responseLength',
+          errorMessage: '$context.error.message',
+        })),
+        // Per-method metrics; no execution logs (they would hold request bodies).
+        metricsEnabled: true,
+        dataTraceEnabled: false,
+        tracingEnabled: props.tracing ?? false,
+      },
+      // The account-wide API Gateway CloudWatch role: only when asked for.
+      cloudWatchRole: props.apiGatewayLogsRole ?? false,
     });
     for (const sensor of SENSORS) {
       this.functions[sensor.name].addPermission(`${sensor.id}RestInvoke`, {
@@ -381,7 +433,22 @@ export class SensorIngestStack extends Stack {
       }
     }
 
+    // ------------------------------------------------------------ alarms, SNS topic, dashboard
+    this.operations = new Operations(this, 'Operations', {
+      namespace: metricsNamespace,
+      functions: this.functions,
+      restApi: this.restApi,
+      domain: this.domain,
+      ruleErrors,
+      alarmEmail: props.alarmEmail,
+      apiLatencyP99Ms: props.apiLatencyP99Ms,
+      unavailablePercent: props.unavailablePercent,
+      openSearchFreeStorageMb: props.openSearchFreeStorageMb,
+    });
+
     // ------------------------------------------------------------ outputs
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.operations.topic.topicArn, description: 'SNS topic of the CloudWatch alarms' });
+    new CfnOutput(this, 'ApiAccessLogGroupName', { value: accessLogs.logGroupName });
     new CfnOutput(this, 'RestApiUrl', { value: this.restApi.url, description: 'POST <url>gasdetector with header x-api-key' });
     new CfnOutput(this, 'ApiKeyId', {
       value: apiKey.keyId,

@@ -89,9 +89,9 @@ describe('default stack', () => {
       assert.match(render(env.AWS_ENDPOINT_URL_IOT_DATA_PLANE), /^https:\/\/\$\{IotEndpoint[^}]*\.endpointAddress\}$/);
       assert.ok(fn.Properties.LoggingConfig.LogGroup, 'function logs to its own log group');
     }
-    // Functions, IoT endpoint lookup, IoT rule errors: every log group expires.
-    template.resourceCountIs('AWS::Logs::LogGroup', 5);
-    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 5);
+    // Functions, IoT endpoint lookup, IoT rule errors, API access logs: every log group expires.
+    template.resourceCountIs('AWS::Logs::LogGroup', 6);
+    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 6);
     const lookup = Object.values(template.findResources('AWS::Lambda::Function'))
       .filter((f) => f.Properties.Runtime?.startsWith('nodejs'));
     assert.equal(lookup.length, 1, 'the IoT endpoint lookup');

@@ -12,6 +12,7 @@ use crate::ingest::rules::Rules;
 use crate::ingest::topic::{Topic, TopicTemplate};
 use crate::ingest::warning::Warning;
 use crate::lambda::config::Config;
+use crate::observability::downstream::{self, Target};
 use crate::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -256,7 +257,8 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
             let error = match backoff.attempt_timeout() {
                 None => DownstreamError::Retryable("deadline reached".into()),
                 Some(limit) => {
-                    match tokio::time::timeout(limit, self.publisher.publish(message)).await {
+                    let call = tokio::time::timeout(limit, self.publisher.publish(message));
+                    match downstream::timed(Target::Iot, call).await {
                         Ok(Ok(())) => return Ok(()),
                         Ok(Err(e)) => e,
                         Err(_) => {
@@ -267,12 +269,15 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
             };
             if !error.is_retryable() {
                 tracing::error!(topic = %message.topic, reason = %error, "publish rejected, not retried");
+                downstream::failed(Target::Iot, 1);
                 return Err(error);
             }
             tracing::warn!(topic = %message.topic, attempt = backoff.attempts() + 1, reason = %error, "publish failed");
             if !backoff.wait_before_retry().await {
+                downstream::failed(Target::Iot, 1);
                 return Err(error);
             }
+            downstream::retried(Target::Iot);
         }
     }
 
@@ -293,13 +298,16 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
                 pending.iter().map(|&n| &checked[n].1.document).collect();
             let result = match backoff.attempt_timeout() {
                 None => Err(DownstreamError::Retryable("deadline reached".into())),
-                Some(limit) => tokio::time::timeout(limit, self.indexer.create_all(&documents))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(DownstreamError::Retryable(format!(
-                            "bulk request timed out after {limit:?}"
-                        )))
-                    }),
+                Some(limit) => downstream::timed(
+                    Target::OpenSearch,
+                    tokio::time::timeout(limit, self.indexer.create_all(&documents)),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DownstreamError::Retryable(format!(
+                        "bulk request timed out after {limit:?}"
+                    )))
+                }),
             };
             let mut still_pending = Vec::new();
             let mut last_error = None;
@@ -351,16 +359,23 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
                 }
                 break;
             }
+            downstream::retried(Target::OpenSearch);
             pending = still_pending;
         }
-        outcomes
+        let outcomes: Vec<IndexOutcome> = outcomes
             .into_iter()
             .map(|o| {
                 o.unwrap_or(IndexOutcome::Failed(DownstreamError::Retryable(
                     "not attempted".into(),
                 )))
             })
-            .collect()
+            .collect();
+        let failed = outcomes
+            .iter()
+            .filter(|o| matches!(o, IndexOutcome::Failed(_)))
+            .count();
+        downstream::failed(Target::OpenSearch, failed);
+        outcomes
     }
 
     /// `ACK_MESSAGES=true`: one `{"msg": ...}` per request and group, as the original

@@ -4,15 +4,22 @@
 use crate::adapters::opensearch::OpenSearchInitError;
 use crate::adapters::{IotPublisher, OpenSearchIndexer};
 use crate::domain::sensor::Sensor;
+use crate::ingest::document::DocId;
+use crate::ingest::pipeline::Outcome;
 use crate::ingest::pipeline::Pipeline;
 use crate::lambda::config::{Config, ConfigError};
 use crate::lambda::request::{parse_body, Payload, RequestError};
 use crate::lambda::response::Reply;
+use crate::observability::downstream::DownstreamStats;
+use crate::observability::emf::{MetricsSink, MetricsWriter, RequestCounts};
+use crate::observability::request;
 use crate::ports::{Indexer, Publisher};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Time budget when the event carries no Lambda deadline (tests, local servers).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
@@ -25,6 +32,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
 pub struct App<P = IotPublisher, I = OpenSearchIndexer> {
     pipeline: Pipeline<P, I>,
+    metrics: MetricsWriter,
 }
 
 #[derive(Debug)]
@@ -100,11 +108,27 @@ impl<P: Publisher, I: Indexer> App<P, I> {
     pub fn new(config: &Config, publisher: P, indexer: I) -> Self {
         App {
             pipeline: Pipeline::new(config, publisher, indexer),
+            metrics: MetricsWriter::new(
+                config.metrics_namespace.clone(),
+                config.function_name.as_str(),
+                config.sensor,
+            ),
         }
     }
 
+    /// Metrics in the default namespace, the sensor's name as the function.
     pub fn from_pipeline(pipeline: Pipeline<P, I>) -> Self {
-        App { pipeline }
+        let sensor = pipeline.sensor();
+        App {
+            pipeline,
+            metrics: MetricsWriter::new(Default::default(), sensor.name(), sensor),
+        }
+    }
+
+    /// Sends the EMF lines elsewhere than stdout (tests).
+    pub fn with_metrics_sink(mut self, sink: MetricsSink) -> Self {
+        self.metrics = self.metrics.with_sink(sink);
+        self
     }
 
     pub fn pipeline(&self) -> &Pipeline<P, I> {
@@ -113,14 +137,14 @@ impl<P: Publisher, I: Indexer> App<P, I> {
 
     /// The HTTP answer for any request; never fails, never panics.
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        let reply = self.reply(&request).await;
+        let reply = self.observed(&request, self.reply(&request)).await;
         reply.to_response()
     }
 
     /// What the runtime calls: like `handle`, but a direct invoke whose readings could
     /// not be stored becomes a function error (its reply has no status code).
     pub async fn invoke(&self, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-        let reply = self.reply(&request).await;
+        let reply = self.observed(&request, self.reply(&request)).await;
         let direct = matches!(
             request.request_context_ref(),
             Some(RequestContext::PassThrough)
@@ -134,42 +158,118 @@ impl<P: Publisher, I: Indexer> App<P, I> {
         Ok(reply.to_response())
     }
 
-    async fn reply(&self, request: &Request) -> Reply {
+    /// A request rejected before the handler saw it (the runtime's base64 guard), logged
+    /// and counted like any other.
+    pub async fn reject(&self, request: &Request, reply: Reply, error: &'static str) -> Reply {
+        let work = async {
+            tracing::info!(error, "request rejected");
+            (reply, Vec::new())
+        };
+        self.observed(request, work).await
+    }
+
+    /// Runs `work` inside the request span with the request's downstream counters, then
+    /// writes the summary line and the EMF metrics.
+    async fn observed(
+        &self,
+        request: &Request,
+        work: impl std::future::Future<Output = (Reply, Vec<Outcome>)>,
+    ) -> Reply {
+        let started = Instant::now();
+        let (request_id, api_request_id) = request_ids(request);
+        let xray_trace_id = request
+            .lambda_context_ref()
+            .and_then(|c| c.xray_trace_id.as_deref());
+        let span = request::request_span(
+            &request_id,
+            api_request_id.as_deref(),
+            xray_trace_id,
+            self.metrics.function(),
+            self.pipeline.sensor(),
+        );
+        let stats = Arc::new(DownstreamStats::default());
+        let (reply, outcomes) = DownstreamStats::scope(stats.clone(), work)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| {
+            request::finish(
+                &self.metrics,
+                &request_id,
+                reply.status,
+                RequestCounts::of(&outcomes),
+                &stats,
+                started,
+            )
+        });
+        reply
+    }
+
+    async fn reply(&self, request: &Request) -> (Reply, Vec<Outcome>) {
         if request.method() != lambda_http::http::Method::POST {
-            return Reply::from_request_error(&RequestError::MethodNotAllowed(
-                request.method().to_string(),
-            ));
+            let e = RequestError::MethodNotAllowed(request.method().to_string());
+            tracing::info!(error = e_kind(&e), "request rejected");
+            return (Reply::from_request_error(&e), Vec::new());
         }
         let payload = match parse_body(request.body().as_ref()) {
             Ok(p) => p,
             Err(e) => {
                 tracing::info!(sensor = %self.pipeline.sensor(), error = ?e_kind(&e), "request rejected");
-                return Reply::from_request_error(&e);
+                return (Reply::from_request_error(&e), Vec::new());
             }
         };
         let deadline = deadline_of(request);
         match payload {
             Payload::Single(value) => {
                 let reading = self.pipeline.validate(value);
-                if let Err(e) = &reading {
-                    tracing::info!(sensor = %self.pipeline.sensor(), field = e.field(), "invalid reading");
+                match &reading {
+                    Ok(r) => request::record_reading(
+                        Some(r.group().as_str()),
+                        Some(DocId::of(r).as_str()),
+                    ),
+                    Err(e) => {
+                        tracing::info!(sensor = %self.pipeline.sensor(), field = e.field(), "invalid reading")
+                    }
                 }
                 let outcomes = self.pipeline.ingest(vec![reading], deadline).await;
-                match outcomes.first() {
+                let reply = match outcomes.first() {
                     Some(outcome) => Reply::single(outcome),
                     None => Reply::batch(&outcomes),
-                }
+                };
+                (reply, outcomes)
             }
             Payload::Batch(items) => {
-                let readings = items
+                let readings: Vec<_> = items
                     .into_iter()
                     .map(|v| self.pipeline.validate(v))
                     .collect();
+                request::record_reading(common_group(&readings), None);
                 let outcomes = self.pipeline.ingest(readings, deadline).await;
-                Reply::batch(&outcomes)
+                (Reply::batch(&outcomes), outcomes)
             }
         }
     }
+}
+
+/// The group of a batch whose valid readings all come from one box (the usual case).
+fn common_group(readings: &[Result<crate::Reading, crate::ValidationError>]) -> Option<&str> {
+    let mut groups = readings.iter().flatten().map(|r| r.group().as_str());
+    let first = groups.next()?;
+    groups.all(|g| g == first).then_some(first)
+}
+
+/// Lambda's request id (from the invocation) and API Gateway's (from the event), when
+/// there are any; `-` stands for a missing Lambda id (direct calls in tests).
+fn request_ids(request: &Request) -> (String, Option<String>) {
+    let lambda = request
+        .lambda_context_ref()
+        .map(|c| c.request_id.clone())
+        .filter(|id| !id.is_empty());
+    let api = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(c)) => c.request_id.clone(),
+        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        _ => None,
+    };
+    (lambda.unwrap_or_else(|| "-".into()), api)
 }
 
 fn e_kind(e: &RequestError) -> &'static str {

@@ -5,6 +5,7 @@ use crate::domain::sensor::Sensor;
 use crate::ingest::index_name::IndexName;
 use crate::ingest::rules::Rules;
 use crate::ingest::topic::TopicTemplate;
+use crate::observability::emf::MetricsNamespace;
 use chrono_tz::Tz;
 use opensearch::http::Url;
 use std::fmt;
@@ -35,6 +36,11 @@ pub struct Config {
     pub region: Option<String>,
     /// Static credentials given through the lookup (local stacks and tests).
     pub static_credentials: Option<StaticCredentials>,
+    /// CloudWatch namespace of the EMF metrics (`METRICS_NAMESPACE`, default `SensorIngest`).
+    pub metrics_namespace: MetricsNamespace,
+    /// The `function` metric dimension and log field: `AWS_LAMBDA_FUNCTION_NAME` (Lambda
+    /// sets it), else the sensor's name (local runs).
+    pub function_name: String,
 }
 
 #[derive(Clone)]
@@ -148,6 +154,15 @@ impl Config {
             }),
             _ => None,
         };
+        let metrics_namespace = match get("METRICS_NAMESPACE") {
+            Some(text) => {
+                MetricsNamespace::parse(&text).map_err(|e| err("METRICS_NAMESPACE", e))?
+            }
+            None => MetricsNamespace::default(),
+        };
+        let function_name = get("AWS_LAMBDA_FUNCTION_NAME")
+            .map(|name| name.trim().to_string())
+            .unwrap_or_else(|| sensor.name().to_string());
         Ok(Config {
             sensor,
             iot_endpoint,
@@ -161,6 +176,8 @@ impl Config {
             device_timezone,
             region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
             static_credentials,
+            metrics_namespace,
+            function_name,
         })
     }
 }
@@ -198,6 +215,8 @@ mod tests {
         assert_eq!(c.topic, TopicTemplate::default());
         assert_eq!(c.index, IndexName::parse("gasdetect").unwrap());
         assert!(c.static_credentials.is_none());
+        assert_eq!(c.metrics_namespace, MetricsNamespace::default());
+        assert_eq!(c.function_name, "gasdetector");
     }
 
     #[test]
@@ -212,8 +231,12 @@ mod tests {
             ("DEVICE_TIMEZONE", "Asia/Seoul"),
             ("AWS_ACCESS_KEY_ID", "AKID"),
             ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("METRICS_NAMESPACE", "acme/sensors"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "prod-gasdetector"),
         ])
         .unwrap();
+        assert_eq!(c.metrics_namespace.as_str(), "acme/sensors");
+        assert_eq!(c.function_name, "prod-gasdetector");
         assert_eq!(c.opensearch_auth, OpenSearchAuth::None);
         assert_eq!(c.opensearch_service, "aoss");
         assert!(c.ack_messages);
@@ -238,6 +261,7 @@ mod tests {
             ("RULES", "{"),
             ("ACK_MESSAGES", "yes please"),
             ("DEVICE_TIMEZONE", "Mars/Olympus"),
+            ("METRICS_NAMESPACE", "AWS/Lambda"),
         ] {
             let e = config(&[(key, value)]).unwrap_err().to_string();
             assert!(e.contains(key), "{key}={value}: {e}");

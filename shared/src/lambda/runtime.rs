@@ -10,7 +10,8 @@
 //! answers the marked request with a 400 naming `body`, like any other bad body.
 //!
 //! `run` is `lambda_http::run` (1.3: `Runtime::new(Adapter::from(handler))` with the
-//! `TracingLayer`) plus the guard layer. `lambda_http::Adapter` is public but
+//! `TracingLayer`) plus the guard layer, minus the `TracingLayer` (the handler opens its
+//! own request span). `lambda_http::Adapter` is public but
 //! `#[doc(hidden)]`: recheck this file when upgrading lambda_http.
 
 use crate::domain::error::ValidationError;
@@ -19,7 +20,6 @@ use crate::lambda::request::RequestError;
 use crate::lambda::response::Reply;
 use crate::ports::{Indexer, Publisher};
 use base64::Engine;
-use lambda_http::lambda_runtime::layers::TracingLayer;
 use lambda_http::lambda_runtime::{LambdaInvocation, Runtime};
 use lambda_http::tower::{Layer, Service};
 use lambda_http::{service_fn, Adapter, Body, Error, Request, Response};
@@ -32,8 +32,10 @@ pub async fn run<P: Publisher, I: Indexer>(app: App<P, I>) -> Result<(), Error> 
     let guard = Base64Guard::new();
     let (app, guard_ref) = (&app, &guard);
     let handler = service_fn(move |request: Request| answer(app, guard_ref, request));
+    // No `TracingLayer`: the handler's own request span (observability::request) carries
+    // the same requestId (and the X-Ray trace id) plus function, sensor and the reading's
+    // ids; two spans would print every id twice in text logs.
     Runtime::new(Adapter::from(handler))
-        .layer(TracingLayer::new())
         .layer(guard.layer())
         .run()
         .await
@@ -47,22 +49,14 @@ pub async fn answer<P: Publisher, I: Indexer>(
     request: Request,
 ) -> Result<Response<Body>, Error> {
     if guard.is_marked(&request) {
-        tracing::info!(
-            sensor = %app.pipeline().sensor(),
-            error = "invalid_base64",
-            "request rejected"
-        );
-        return Ok(invalid_base64_response());
+        let reply = Reply::from_request_error(&RequestError::Invalid(ValidationError::new(
+            "body",
+            "is marked base64-encoded (isBase64Encoded) but is not valid base64",
+        )));
+        let reply = app.reject(&request, reply, "invalid_base64").await;
+        return Ok(reply.to_response());
     }
     app.invoke(request).await
-}
-
-fn invalid_base64_response() -> Response<Body> {
-    let reply = Reply::from_request_error(&RequestError::Invalid(ValidationError::new(
-        "body",
-        "is marked base64-encoded (isBase64Encoded) but is not valid base64",
-    )));
-    reply.to_response()
 }
 
 /// Finds envelopes whose base64 body cannot be decoded and marks them.

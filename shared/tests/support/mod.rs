@@ -11,6 +11,7 @@ use shared::lambda::app::App;
 use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
 use shared::{Config, Sensor};
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -254,4 +255,44 @@ pub fn http_api_event(method: &str, path: &str, body: &str, base64: bool) -> Str
         "isBase64Encoded": base64
     })
     .to_string()
+}
+
+/// A `MakeWriter` target collecting everything a test subscriber writes.
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.text().lines().map(str::to_string).collect()
+    }
+}
+
+/// Installs the functions' own subscriber (`shared::observability::logging`) for this
+/// thread, writing into a [`Capture`]; logs stop being captured when the guard drops.
+pub fn capture_logs(
+    settings: &shared::observability::logging::LogSettings,
+) -> (Capture, lambda_http::tracing::dispatcher::DefaultGuard) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = shared::observability::logging::subscriber(settings, move || writer.clone());
+    // Through lambda_http's re-export: `tests/` includes this module and has no `tracing`.
+    let dispatch = lambda_http::tracing::Dispatch::new(subscriber);
+    (
+        capture,
+        lambda_http::tracing::dispatcher::set_default(&dispatch),
+    )
 }

@@ -1,0 +1,160 @@
+"""Assertions on the operations part of infra/template.yaml (SAM), the counterpart of
+infra/cdk/test/operations.test.ts: JSON logs, access logs and stage metrics, the alarms'
+metrics and thresholds (all to the SNS topic), the dashboard, the options.
+
+Run by `cargo xtask infra-check` with the venv's python (cfn-lint's YAML decoder reads the
+short-form intrinsics). Prints `N passed, M failed`; exits non-zero on any failure.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from cfnlint.decode import decode
+
+TEMPLATE = Path(__file__).with_name("template.yaml")
+SENSORS = {"Gasdetector": "gasdetector", "Dust": "dust", "Temp": "temp"}
+
+
+def load():
+    template, problems = decode(str(TEMPLATE))
+    assert not problems, problems
+    return template
+
+
+def resources(t, kind):
+    return {k: v for k, v in t["Resources"].items() if v["Type"] == kind}
+
+
+def alarms_on(t, metric):
+    return [a for a in resources(t, "AWS::CloudWatch::Alarm").values() if a["Properties"].get("MetricName") == metric]
+
+
+def test_functions_log_json_with_the_level_parameter_and_metrics_namespace(t):
+    for name in SENSORS:
+        logging = t["Resources"][f"{name}Function"]["Properties"]["LoggingConfig"]
+        assert logging["LogFormat"] == "JSON", logging
+        assert logging["ApplicationLogLevel"] == {"Ref": "LogLevel"}
+    glob = t["Globals"]["Function"]
+    assert glob["Environment"]["Variables"]["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    assert glob["Tracing"] == {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}
+
+
+def test_rest_api_has_json_access_logs_stage_metrics_and_optional_tracing(t):
+    api = t["Resources"]["RestApi"]["Properties"]
+    fmt = json.loads(api["AccessLogSetting"]["Format"])
+    for key, value in {
+        "requestId": "$context.requestId",
+        "status": "$context.status",
+        "responseLatency": "$context.responseLatency",
+        "apiKeyId": "$context.identity.apiKeyId",
+    }.items():
+        assert fmt[key] == value, key
+    assert api["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    assert api["MethodSettings"] == [
+        {"ResourcePath": "/*", "HttpMethod": "*", "MetricsEnabled": True, "DataTraceEnabled": False}
+    ]
+    assert api["TracingEnabled"] == {"Fn::If": ["TracingEnabled", True, False]}
+    account = t["Resources"]["ApiGatewayAccount"]
+    assert account["Condition"] == "CreateApiGatewayAccount"
+
+
+def test_function_errors_throttles_and_503_rate_alarms(t):
+    for metric in ["Errors", "Throttles"]:
+        found = alarms_on(t, metric)
+        assert len(found) == 3, metric
+        for a in found:
+            p = a["Properties"]
+            assert p["Namespace"] == "AWS/Lambda"
+            assert p["Threshold"] == 1 and p["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    for name, sensor in SENSORS.items():
+        p = t["Resources"][f"{name}UnavailableRateAlarm"]["Properties"]
+        assert p["Threshold"] == {"Ref": "UnavailablePercent"}
+        assert p["Metrics"][0]["Expression"] == "100 * unavailable / requests"
+        stats = {m["Id"]: m["MetricStat"]["Metric"] for m in p["Metrics"][1:]}
+        assert stats["unavailable"]["MetricName"] == "RequestsUnavailable"
+        assert stats["requests"]["MetricName"] == "Requests"
+        for metric in stats.values():
+            assert metric["Namespace"] == {"Ref": "MetricsNamespace"}
+            assert metric["Dimensions"] == [
+                {"Name": "function", "Value": {"Fn::Sub": f"${{AWS::StackName}}-{sensor}"}},
+                {"Name": "sensor", "Value": sensor},
+            ]
+        # The function dimension is the deployed function's name (AWS_LAMBDA_FUNCTION_NAME).
+        assert t["Resources"][f"{name}Function"]["Properties"]["FunctionName"] == {
+            "Fn::Sub": f"${{AWS::StackName}}-{sensor}"
+        }
+
+
+def test_api_iot_and_opensearch_alarms(t):
+    expect = {
+        "5XXError": (0.05, "Average", "GreaterThanThreshold", "AWS/ApiGateway"),
+        "4XXError": (0.25, "Average", "GreaterThanThreshold", "AWS/ApiGateway"),
+        "IotRuleErrors": (1, "Sum", "GreaterThanOrEqualToThreshold", {"Ref": "MetricsNamespace"}),
+        "ClusterStatus.red": (1, "Maximum", "GreaterThanOrEqualToThreshold", "AWS/ES"),
+        "ClusterStatus.yellow": (1, "Maximum", "GreaterThanOrEqualToThreshold", "AWS/ES"),
+        "FreeStorageSpace": ({"Ref": "OpenSearchFreeStorageMb"}, "Minimum", "LessThanThreshold", "AWS/ES"),
+        "JVMMemoryPressure": (80, "Maximum", "GreaterThanThreshold", "AWS/ES"),
+        "ThreadpoolWriteRejected": (1, "Sum", "GreaterThanOrEqualToThreshold", "AWS/ES"),
+    }
+    for metric, (threshold, statistic, comparison, namespace) in expect.items():
+        found = alarms_on(t, metric)
+        assert len(found) == 1, metric
+        p = found[0]["Properties"]
+        assert (p["Threshold"], p["Statistic"], p["ComparisonOperator"], p["Namespace"]) == (
+            threshold, statistic, comparison, namespace), (metric, p)
+        if namespace == "AWS/ES":
+            assert found[0]["Condition"] == "CreateDomain", metric
+    [latency] = alarms_on(t, "Latency")
+    assert latency["Properties"]["ExtendedStatistic"] == "p99"
+    assert latency["Properties"]["Threshold"] == {"Ref": "ApiLatencyP99Ms"}
+    assert t["Parameters"]["ApiLatencyP99Ms"]["Default"] == 3000
+    f = t["Resources"]["IotRuleErrorsMetricFilter"]["Properties"]
+    assert f["LogGroupName"] == {"Ref": "IotRuleErrorLogGroup"} and f["FilterPattern"] == ""
+
+
+def test_every_alarm_notifies_the_topic_and_email_is_optional(t):
+    all_alarms = resources(t, "AWS::CloudWatch::Alarm")
+    assert len(all_alarms) == 3 * 3 + 4 + 5, sorted(all_alarms)
+    for name, a in all_alarms.items():
+        p = a["Properties"]
+        assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert p["OKActions"] == [{"Ref": "AlarmTopic"}], name
+        assert p["TreatMissingData"] == "notBreaching", name
+    sub = t["Resources"]["AlarmEmailSubscription"]
+    assert sub["Condition"] == "HasAlarmEmail"
+    assert sub["Properties"]["Protocol"] == "email"
+
+
+def test_dashboard_shows_ingest_warnings_errors_and_latency_per_sensor(t):
+    body = t["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    dashboard = json.loads(body)
+    titles = " ".join(w["properties"]["title"] for w in dashboard["widgets"])
+    for word in ["ingest rate", "Warnings published", "Function errors", "latency"]:
+        assert word in titles, word
+    metrics = [m for w in dashboard["widgets"] for m in w["properties"]["metrics"]]
+    names = {m[1] for m in metrics}
+    for name in ["ReadingsStored", "WarningsPublished", "ReadingsInvalid", "RequestsUnavailable",
+                 "PublishLatency", "IndexLatency", "Errors", "Throttles", "5XXError", "Latency"]:
+        assert name in names, name
+    for sensor in SENSORS.values():
+        assert any(m[1] == "ReadingsStored" and m[5] == sensor for m in metrics), sensor
+
+
+def main():
+    t = load()
+    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+    failed = 0
+    for test in tests:
+        try:
+            test(t)
+            print(f"ok {test.__name__}")
+        except AssertionError as e:
+            failed += 1
+            print(f"FAILED {test.__name__}: {e!r}")
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
