@@ -11,6 +11,7 @@
 use localstack::{Broker, IotEndpoint};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
+use shared::ports::{AlarmStore, Indexer, Publisher};
 use shared::{App, Config, Sensor};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -480,7 +481,11 @@ pub fn iot_client(endpoint: &str) -> aws_sdk_iotdataplane::Client {
 }
 
 /// `POST /<sensor>` with `body` through the pipeline: status and JSON reply.
-pub async fn post(app: &App, sensor: &str, body: &str) -> (u16, Value) {
+pub async fn post<P: Publisher, I: Indexer, A: AlarmStore>(
+    app: &App<P, I, A>,
+    sensor: &str,
+    body: &str,
+) -> (u16, Value) {
     let request = http::Request::builder()
         .method("POST")
         .uri(format!("/{sensor}"))

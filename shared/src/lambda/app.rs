@@ -2,13 +2,13 @@
 //! Gateway REST (v1), HTTP API (v2), Function URL events and direct invokes.
 
 use crate::adapters::opensearch::OpenSearchInitError;
-use crate::adapters::{IotPublisher, OpenSearchIndexer};
+use crate::adapters::{IotPublisher, OpenSearchIndexer, ShadowAlarmStore};
 use crate::domain::sensor::Sensor;
 use crate::ingest::pipeline::Pipeline;
 use crate::lambda::config::{Config, ConfigError};
 use crate::lambda::request::{parse_body, Payload, RequestError};
 use crate::lambda::response::Reply;
-use crate::ports::{Indexer, Publisher};
+use crate::ports::{AlarmStore, Indexer, MemoryAlarmStore, Publisher};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,8 +23,8 @@ const MAX_BUDGET: Duration = Duration::from_secs(900);
 /// Kept back from the Lambda deadline to write the 503 before the function times out.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-pub struct App<P = IotPublisher, I = OpenSearchIndexer> {
-    pipeline: Pipeline<P, I>,
+pub struct App<P = IotPublisher, I = OpenSearchIndexer, A = ShadowAlarmStore> {
+    pipeline: Pipeline<P, I, A>,
 }
 
 #[derive(Debug)]
@@ -68,7 +68,14 @@ impl App {
         let publisher = IotPublisher::new(&sdk_config, config.iot_endpoint.as_str());
         let indexer =
             OpenSearchIndexer::new(&config, &sdk_config).map_err(InitError::OpenSearch)?;
-        Ok(App::new(&config, publisher, indexer))
+        let alarms = ShadowAlarmStore::new(
+            publisher.client().clone(),
+            config.alarm_thing.clone(),
+            config.alarm_shadow.clone(),
+        );
+        Ok(App::from_pipeline(
+            Pipeline::new(&config, publisher, indexer).with_alarm_store(alarms),
+        ))
     }
 }
 
@@ -96,18 +103,21 @@ pub async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
     loader.load().await
 }
 
-impl<P: Publisher, I: Indexer> App<P, I> {
+impl<P: Publisher, I: Indexer> App<P, I, MemoryAlarmStore> {
+    /// With in-process alarm state (tests, benchmarks).
     pub fn new(config: &Config, publisher: P, indexer: I) -> Self {
         App {
             pipeline: Pipeline::new(config, publisher, indexer),
         }
     }
+}
 
-    pub fn from_pipeline(pipeline: Pipeline<P, I>) -> Self {
+impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A> {
+    pub fn from_pipeline(pipeline: Pipeline<P, I, A>) -> Self {
         App { pipeline }
     }
 
-    pub fn pipeline(&self) -> &Pipeline<P, I> {
+    pub fn pipeline(&self) -> &Pipeline<P, I, A> {
         &self.pipeline
     }
 

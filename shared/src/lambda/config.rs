@@ -1,6 +1,7 @@
 //! Configuration from the environment, read and checked once per cold start.
 //! A bad value fails init with a message naming the variable.
 
+use crate::alarms::settings::{self, AlarmMode, ThingTemplate};
 use crate::domain::sensor::Sensor;
 use crate::ingest::index_name::IndexName;
 use crate::ingest::rules::Rules;
@@ -35,6 +36,14 @@ pub struct Config {
     pub region: Option<String>,
     /// Static credentials given through the lookup (local stacks and tests).
     pub static_credentials: Option<StaticCredentials>,
+    /// `ALARM_MODE`: transitions (default) or `every` (one warning per breaching reading).
+    pub alarm_mode: AlarmMode,
+    /// `CLOCK_SKEW_WARN` (seconds, default 600): a warning carries `clock_skew_s` above it.
+    pub clock_skew_warn_s: i64,
+    /// `ALARM_THING_TEMPLATE` (default `{groupid}`) and `ALARM_SHADOW` (default `alarms`):
+    /// where a group's alarm state lives.
+    pub alarm_thing: ThingTemplate,
+    pub alarm_shadow: String,
 }
 
 #[derive(Clone)]
@@ -148,6 +157,26 @@ impl Config {
             }),
             _ => None,
         };
+        let alarm_mode = match get("ALARM_MODE") {
+            Some(mode) => AlarmMode::parse(&mode).map_err(|e| err("ALARM_MODE", e))?,
+            None => AlarmMode::default(),
+        };
+        let clock_skew_warn_s = match get("CLOCK_SKEW_WARN") {
+            Some(s) => settings::parse_seconds(&s, 0).map_err(|e| err("CLOCK_SKEW_WARN", e))?,
+            None => settings::DEFAULT_CLOCK_SKEW_WARN_S,
+        };
+        let alarm_thing = match get("ALARM_THING_TEMPLATE") {
+            Some(t) => {
+                ThingTemplate::parse(t.trim()).map_err(|e| err("ALARM_THING_TEMPLATE", e))?
+            }
+            None => ThingTemplate::default(),
+        };
+        let alarm_shadow = settings::parse_shadow_name(
+            get("ALARM_SHADOW")
+                .as_deref()
+                .unwrap_or(settings::DEFAULT_SHADOW),
+        )
+        .map_err(|e| err("ALARM_SHADOW", e))?;
         Ok(Config {
             sensor,
             iot_endpoint,
@@ -161,6 +190,10 @@ impl Config {
             device_timezone,
             region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
             static_credentials,
+            alarm_mode,
+            clock_skew_warn_s,
+            alarm_thing,
+            alarm_shadow,
         })
     }
 }
@@ -198,6 +231,10 @@ mod tests {
         assert_eq!(c.topic, TopicTemplate::default());
         assert_eq!(c.index, IndexName::parse("gasdetect").unwrap());
         assert!(c.static_credentials.is_none());
+        assert_eq!(c.alarm_mode, AlarmMode::Transitions);
+        assert_eq!(c.clock_skew_warn_s, 600);
+        assert_eq!(c.alarm_thing, ThingTemplate::default());
+        assert_eq!(c.alarm_shadow, "alarms");
     }
 
     #[test]
@@ -238,6 +275,11 @@ mod tests {
             ("RULES", "{"),
             ("ACK_MESSAGES", "yes please"),
             ("DEVICE_TIMEZONE", "Mars/Olympus"),
+            ("ALARM_MODE", "sometimes"),
+            ("CLOCK_SKEW_WARN", "10 minutes"),
+            ("ALARM_THING_TEMPLATE", "things/{groupid}"),
+            ("ALARM_SHADOW", "a b"),
+            ("RULES", r#"{"no2": {"high": 88, "for": 0}}"#),
         ] {
             let e = config(&[(key, value)]).unwrap_err().to_string();
             assert!(e.contains(key), "{key}={value}: {e}");
