@@ -84,6 +84,7 @@ pub fn apply(
         }
         dispositions[i] = Disposition::Applied;
         state.set_newest_ms(sensor, taken);
+        state.set_received_ms(sensor, received.timestamp_millis());
         state.mark_applied(input.id);
         let mut out = |message: serde_json::Value| {
             messages.push(Pending {

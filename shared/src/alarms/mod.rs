@@ -8,5 +8,6 @@
 
 pub mod machine;
 pub mod message;
+pub mod no_data;
 pub mod settings;
 pub mod state;

@@ -21,6 +21,10 @@ pub struct GroupAlarms {
     /// Per sensor, the `createdtime` of the newest applied reading (epoch ms).
     #[serde(default)]
     pub newest: Vec<SensorTime>,
+    /// Per sensor, when the newest applied reading was received (epoch ms, our clock):
+    /// lets the no-data check see a reading that arrived after its search.
+    #[serde(default)]
+    pub received: Vec<SensorTime>,
     /// Ids of the most recently applied readings, oldest first.
     #[serde(default)]
     pub applied: Vec<String>,
@@ -88,22 +92,36 @@ pub struct NoData {
     pub since_ms: i64,
 }
 
+fn time_of(list: &[SensorTime], sensor: &str) -> Option<i64> {
+    list.iter().find(|n| n.sensor == sensor).map(|n| n.ms)
+}
+
+fn set_time(list: &mut Vec<SensorTime>, sensor: &str, ms: i64) {
+    match list.iter_mut().find(|n| n.sensor == sensor) {
+        Some(n) => n.ms = n.ms.max(ms),
+        None => list.push(SensorTime {
+            sensor: sensor.to_string(),
+            ms,
+        }),
+    }
+}
+
 impl GroupAlarms {
     pub fn newest_ms(&self, sensor: &str) -> Option<i64> {
-        self.newest
-            .iter()
-            .find(|n| n.sensor == sensor)
-            .map(|n| n.ms)
+        time_of(&self.newest, sensor)
     }
 
+    /// Never moves back.
     pub fn set_newest_ms(&mut self, sensor: &str, ms: i64) {
-        match self.newest.iter_mut().find(|n| n.sensor == sensor) {
-            Some(n) => n.ms = n.ms.max(ms),
-            None => self.newest.push(SensorTime {
-                sensor: sensor.to_string(),
-                ms,
-            }),
-        }
+        set_time(&mut self.newest, sensor, ms);
+    }
+
+    pub fn received_ms(&self, sensor: &str) -> Option<i64> {
+        time_of(&self.received, sensor)
+    }
+
+    pub fn set_received_ms(&mut self, sensor: &str, ms: i64) {
+        set_time(&mut self.received, sensor, ms);
     }
 
     pub fn was_applied(&self, id: &str) -> bool {
@@ -150,6 +168,7 @@ impl GroupAlarms {
         GroupAlarms {
             alarms: serde_json::from_value(field("alarms")).unwrap_or_default(),
             newest: serde_json::from_value(field("newest")).unwrap_or_default(),
+            received: serde_json::from_value(field("received")).unwrap_or_default(),
             applied: serde_json::from_value(field("applied")).unwrap_or_default(),
             outbox: serde_json::from_value(field("outbox")).unwrap_or_default(),
             no_data: serde_json::from_value(field("no_data")).unwrap_or_default(),
