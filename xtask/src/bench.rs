@@ -104,6 +104,16 @@ pub fn cold(args: &[String]) -> Result {
         "gasdetector-no-warning|events/gasdetector/apigw-rest.json|{}",
         release.join("gasdetector").display()
     ));
+    // The same binary with ALARM_MODE=every (no alarm state, a publish per breaching
+    // reading) beside the default (one shadow read when cold, one versioned write per
+    // request): the alarm state's cost, side by side.
+    harness.arg("--fn").arg(format!(
+        "gasdetector-every|{event}|ALARM_MODE=every {}",
+        release.join("gasdetector").display()
+    ));
+    for warm in ["gasdetector", "gasdetector-every", "python"] {
+        harness.arg("--warm-fn").arg(warm);
+    }
     harness.arg("--fn").arg(format!(
         "python|{event}|{} {}",
         python.display(),
