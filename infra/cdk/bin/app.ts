@@ -45,5 +45,8 @@ new SensorIngestStack(app, ctx('stackName') ?? 'SensorIngest', {
   rules: ctx('rules'),
   deviceTimezone: ctx('deviceTimezone'),
   ackMessages: bool('ackMessages'),
+  alarmMode: ctx('alarmMode') === 'every' ? 'every' : 'transitions',
+  alarmThingPrefix: ctx('alarmThingPrefix'),
+  noDataAfter: num('noDataAfter'),
   rustLog: ctx('rustLog'),
 });
