@@ -69,16 +69,21 @@ impl AlarmStore for ShadowAlarmStore {
         expected: Option<u64>,
     ) -> Result<StoreOutcome, DownstreamError> {
         let thing = self.thing.thing(group);
-        let Some(version) = expected else {
-            // No shadow yet, and an update without a version cannot be conditional. So
-            // create it with a field that changes nothing if another instance already
-            // wrote real state, and report a conflict: the caller reads the shadow
-            // (now with a version) and recomputes, so the race is decided by versions.
-            let touch = json!({"state": {"reported": {"schema": 1}}});
-            return self
-                .update(&thing, &touch)
-                .await
-                .map(|_| StoreOutcome::Conflict);
+        let version = match expected {
+            Some(version) => version,
+            None => {
+                // No shadow yet, and an update without a version cannot be conditional.
+                // So create it with a field that changes nothing if another instance
+                // already wrote real state. Version 1 means this create was the first
+                // write: the shadow holds exactly the empty state the caller computed
+                // on, so write conditionally on it. A later version means another writer
+                // was first: report a conflict, so the caller reads and recomputes.
+                let touch = json!({"state": {"reported": {"schema": 1}}});
+                match self.update(&thing, &touch).await? {
+                    StoreOutcome::Stored(1) => 1,
+                    _ => return Ok(StoreOutcome::Conflict),
+                }
+            }
         };
         let document = json!({"state": {"reported": state.to_reported()}, "version": version});
         self.update(&thing, &document).await
