@@ -5,35 +5,15 @@
 
 use integration_tests::{gas_reading, post, Peers, Subscriber};
 use serde_json::json;
-use shared::adapters::opensearch::OpenSearchActivity;
-use shared::adapters::{IotPublisher, ShadowAlarmStore};
-use shared::alarms::no_data::{NoDataCheck, NoDataSettings, Summary};
-use shared::ingest::retry::RetryPolicy;
-use shared::lambda::app::load_sdk_config;
-use shared::{Config, Sensor};
+use shared::alarms::no_data::Summary;
+use shared::Sensor;
 use std::time::Duration;
 
-type Check = NoDataCheck<IotPublisher, ShadowAlarmStore, OpenSearchActivity>;
-
-async fn check(peers: &Peers) -> Check {
+async fn check(peers: &Peers) -> shared::lambda::no_data::NoDataFunction {
     let env = peers.env();
-    let config = Config::from_lookup(Sensor::Gasdetector, |k| env.get(k).cloned()).unwrap();
-    let sdk = load_sdk_config(&config).await;
-    let publisher = IotPublisher::new(&sdk, config.iot_endpoint.as_str());
-    let store = ShadowAlarmStore::new(
-        publisher.client().clone(),
-        config.alarm_thing.clone(),
-        config.alarm_shadow.clone(),
-    );
-    let indices = shared::lambda::no_data::parse_indices(None).unwrap();
-    NoDataCheck {
-        settings: NoDataSettings::default(),
-        topic: config.topic.clone(),
-        retry: RetryPolicy::default(),
-        publisher,
-        store,
-        activity: OpenSearchActivity::new(&config, &sdk, indices).unwrap(),
-    }
+    shared::lambda::no_data::from_lookup(|k: &str| env.get(k).cloned())
+        .await
+        .expect("no-data configuration")
 }
 
 /// A stored reading of `group` received `ago` before now.

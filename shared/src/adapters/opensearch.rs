@@ -151,15 +151,7 @@ impl Activity for OpenSearchActivity {
                 continue; // no index for this sensor yet
             }
             if status != 200 {
-                let reason = format!(
-                    "OpenSearch search {pattern}: HTTP {status}: {}",
-                    String::from_utf8_lossy(&text[..text.len().min(300)])
-                );
-                return Err(if super::is_retryable_status(status) {
-                    DownstreamError::Retryable(reason)
-                } else {
-                    DownstreamError::Permanent(reason)
-                });
+                return Err(http_failure(&format!("search {pattern}"), status, &text));
             }
             let parsed: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
                 DownstreamError::Retryable(format!("OpenSearch search: unreadable response: {e}"))
@@ -167,6 +159,20 @@ impl Activity for OpenSearchActivity {
             all.extend(parse_last_seen(*sensor, &parsed));
         }
         Ok(all)
+    }
+}
+
+/// A non-200 answer as an error: 429/5xx retryable, other statuses final; the reason
+/// carries the start of the body.
+fn http_failure(what: &str, status: u16, body: &[u8]) -> DownstreamError {
+    let reason = format!(
+        "OpenSearch {what}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    if super::is_retryable_status(status) {
+        DownstreamError::Retryable(reason)
+    } else {
+        DownstreamError::Permanent(reason)
     }
 }
 
@@ -256,15 +262,7 @@ impl Indexer for OpenSearchIndexer {
             DownstreamError::Retryable(format!("OpenSearch bulk: reading response: {e}"))
         })?;
         if status != 200 {
-            let reason = format!(
-                "OpenSearch bulk: HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            );
-            return Err(if super::is_retryable_status(status) {
-                DownstreamError::Retryable(reason)
-            } else {
-                DownstreamError::Permanent(reason)
-            });
+            return Err(http_failure("bulk", status, &body));
         }
         parse_bulk_response(&body)
     }

@@ -50,7 +50,13 @@ pub fn parse_indices(text: Option<&str>) -> Result<Vec<(Sensor, String)>, String
 /// Configuration and clients from the environment. The ingest configuration supplies the
 /// endpoints, credentials, topic template and alarm shadow (its sensor is unused here).
 pub async fn from_env() -> Result<NoDataFunction, ConfigError> {
-    let lookup = |key: &str| std::env::var(key).ok();
+    from_lookup(|key: &str| std::env::var(key).ok()).await
+}
+
+/// Like [`from_env`], with `lookup` answering like `std::env::var` (tests, local stacks).
+pub async fn from_lookup(
+    lookup: impl Fn(&str) -> Option<String> + Copy,
+) -> Result<NoDataFunction, ConfigError> {
     let config = Config::from_lookup(Sensor::Gasdetector, lookup)?;
     let settings = NoDataSettings::from_lookup(lookup).map_err(ConfigError)?;
     let indices = parse_indices(lookup("NO_DATA_INDICES").as_deref())
