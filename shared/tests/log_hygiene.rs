@@ -105,6 +105,10 @@ async fn logs_hold_ids_and_measure_names_but_no_secrets_values_or_payloads() {
         ("AWS_SECRET_ACCESS_KEY", SECRET),
         ("AWS_SESSION_TOKEN", TOKEN),
         ("ACK_MESSAGES", "true"),
+        // The scripted faults count calls to publish and `_bulk`; this server speaks no
+        // shadow API (alarm-state failures are logged by the same code paths, and their
+        // reasons are tested in tests/tests/alarm_faults.rs).
+        ("ALARM_MODE", "every"),
     ]);
     let config = Config::from_lookup(Sensor::Gasdetector, |k| env.get(k).map(|v| v.to_string()))
         .expect("configuration");
