@@ -517,6 +517,13 @@ pub fn gas_reading(groupid: &str, no2: &str, createdtime: &str) -> String {
     .to_string()
 }
 
+/// A shadow answer's payload as JSON (`null` when absent or not JSON).
+pub fn shadow_json(payload: Option<&aws_sdk_iotdataplane::primitives::Blob>) -> Value {
+    payload
+        .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// The Device Shadow API as `aws-sdk-iotdataplane` sees it, for any endpoint (the local
 /// one and moto must agree): 404 before the first update, versions counting up,
 /// `state`/`metadata` shapes, merging with `null` deleting, 409 `ConflictException` on a
@@ -535,12 +542,7 @@ pub async fn check_shadow_contract(client: &aws_sdk_iotdataplane::Client, thing:
                 .set_shadow_name(name.map(str::to_owned))
                 .send()
                 .await
-                .map(|o| {
-                    serde_json::from_slice::<Value>(
-                        o.payload().map(|p| p.as_ref()).unwrap_or(b"null"),
-                    )
-                    .unwrap_or(Value::Null)
-                })
+                .map(|o| shadow_json(o.payload()))
         }
     };
     let update = |name: Option<&'static str>, body: Value| {
@@ -554,12 +556,7 @@ pub async fn check_shadow_contract(client: &aws_sdk_iotdataplane::Client, thing:
                 .payload(Blob::new(body.to_string().into_bytes()))
                 .send()
                 .await
-                .map(|o| {
-                    serde_json::from_slice::<Value>(
-                        o.payload().map(|p| p.as_ref()).unwrap_or(b"null"),
-                    )
-                    .unwrap_or(Value::Null)
-                })
+                .map(|o| shadow_json(o.payload()))
         }
     };
     let missing = get(Some("alarms"))
