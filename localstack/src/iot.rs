@@ -3,10 +3,12 @@
 //! publish to the embedded broker. Requests may be SigV4-signed (the signature is not
 //! checked). Errors have the real service's shape: the status code, an
 //! `x-amzn-ErrorType` header and a `{"message": ...}` body, which `aws-sdk-iotdataplane`
-//! turns into the matching `PublishError` variant.
+//! turns into the matching `PublishError` variant. It also serves the Device Shadow API
+//! (classic and named shadows with versions and conflicts: [`crate::shadow`]).
 
 use crate::http::{self, BodyError, HttpResponse, Server};
 use crate::mqtt::Publisher;
+use crate::shadow::Shadows;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
@@ -21,17 +23,26 @@ pub const MAX_TOPIC_SLASHES: usize = 7;
 
 pub struct IotEndpoint {
     server: Server,
+    shadows: Shadows,
 }
 
 impl IotEndpoint {
     /// Binds `addr` (port 0 picks a free port) and relays publishes to `publisher`.
     pub async fn start(addr: SocketAddr, publisher: Publisher) -> io::Result<IotEndpoint> {
+        let shadows = Shadows::default();
+        let served = shadows.clone();
         let server = http::serve(addr, move |request, _peer| {
             let publisher = publisher.clone();
-            async move { handle(request, publisher).await }
+            let shadows = served.clone();
+            async move { handle(request, publisher, shadows).await }
         })
         .await?;
-        Ok(IotEndpoint { server })
+        Ok(IotEndpoint { server, shadows })
+    }
+
+    /// The shadows this endpoint holds (tests read them directly).
+    pub fn shadows(&self) -> &Shadows {
+        &self.shadows
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -85,8 +96,22 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn handle(request: Request<Incoming>, publisher: Publisher) -> HttpResponse {
+async fn handle(
+    request: Request<Incoming>,
+    publisher: Publisher,
+    shadows: Shadows,
+) -> HttpResponse {
     let path = request.uri().path().to_owned();
+    if path.starts_with("/things/") || path.starts_with("/api/things/") {
+        if let Some(response) = shadows.handle(request, &path).await {
+            return response;
+        }
+        return error(
+            404,
+            "ResourceNotFoundException",
+            &format!("No such operation: {path}"),
+        );
+    }
     let Some(raw_topic) = path.strip_prefix("/topics/") else {
         return error(
             404,

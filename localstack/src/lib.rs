@@ -10,6 +10,7 @@ mod http;
 pub mod iot;
 pub mod mqtt;
 pub mod openapi;
+pub mod shadow;
 
 pub use gateway::{Gateway, GatewayConfig};
 pub use iot::IotEndpoint;

@@ -2,12 +2,14 @@
 //! architecture (ARCHITECTURE.md has the map):
 //! - [`domain`]: the reading schema, each type built only through validation;
 //! - [`ingest`]: rules, warnings, documents, topics and the pipeline that ties them;
+//! - [`alarms`]: alarm state per group (hysteresis, `for`, `renotify`, staleness);
 //! - [`ports`]: the small traits the pipeline depends on; [`adapters`]: IoT and OpenSearch;
 //! - [`lambda`]: the boundary with the Lambda runtime (configuration, HTTP request and
 //!   response, the handler and the runtime loop);
 //! - [`observability`]: structured logs, the per-request summary and EMF metrics.
 
 pub mod adapters;
+pub mod alarms;
 pub mod domain;
 pub mod ingest;
 pub mod lambda;

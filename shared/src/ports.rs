@@ -1,6 +1,9 @@
-//! The two things the pipeline needs from the outside world. The IoT and OpenSearch
-//! adapters implement them; tests swap in fakes.
+//! The things the pipeline needs from the outside world: publishing, indexing and the
+//! alarm state. The IoT, OpenSearch and shadow adapters implement them; tests swap in
+//! fakes ([`MemoryAlarmStore`] is also the store of `ALARM_MODE=every`, which needs none).
 
+use crate::alarms::state::GroupAlarms;
+use crate::domain::group_id::GroupId;
 use crate::ingest::document::Document;
 use crate::ingest::topic::Topic;
 use std::fmt;
@@ -63,4 +66,86 @@ pub trait Indexer: Send + Sync {
         &self,
         documents: &[&Document],
     ) -> impl Future<Output = Result<Vec<IndexOutcome>, DownstreamError>> + Send;
+}
+
+/// A group's alarm state and the version it was read at (`None`: no state stored yet).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Versioned {
+    pub state: GroupAlarms,
+    pub version: Option<u64>,
+}
+
+/// What became of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Written; the new version.
+    Stored(u64),
+    /// The stored version is not the expected one: read again and recompute.
+    Conflict,
+}
+
+/// Per-group alarm state with optimistic concurrency (a named IoT shadow on AWS).
+pub trait AlarmStore: Send + Sync {
+    fn load(
+        &self,
+        group: &GroupId,
+    ) -> impl Future<Output = Result<Versioned, DownstreamError>> + Send;
+
+    /// Writes `state` only if the stored version is still `expected`.
+    fn store(
+        &self,
+        group: &GroupId,
+        state: &GroupAlarms,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<StoreOutcome, DownstreamError>> + Send;
+}
+
+/// An in-memory [`AlarmStore`] with the same version semantics as a shadow: for one
+/// process (tests, `ALARM_MODE=every`), never shared between instances.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryAlarmStore {
+    groups:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<GroupId, (GroupAlarms, u64)>>>,
+}
+
+impl MemoryAlarmStore {
+    fn groups(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<GroupId, (GroupAlarms, u64)>> {
+        // A panic elsewhere while holding the lock leaves plain data: keep using it.
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stored state of `group` (tests).
+    pub fn get(&self, group: &GroupId) -> Versioned {
+        match self.groups().get(group) {
+            Some((state, version)) => Versioned {
+                state: state.clone(),
+                version: Some(*version),
+            },
+            None => Versioned::default(),
+        }
+    }
+}
+
+impl AlarmStore for MemoryAlarmStore {
+    async fn load(&self, group: &GroupId) -> Result<Versioned, DownstreamError> {
+        Ok(self.get(group))
+    }
+
+    async fn store(
+        &self,
+        group: &GroupId,
+        state: &GroupAlarms,
+        expected: Option<u64>,
+    ) -> Result<StoreOutcome, DownstreamError> {
+        let mut groups = self.groups();
+        let current = groups.get(group).map(|(_, v)| *v);
+        if current != expected {
+            return Ok(StoreOutcome::Conflict);
+        }
+        let version = current.unwrap_or(0) + 1;
+        groups.insert(group.clone(), (state.clone(), version));
+        Ok(StoreOutcome::Stored(version))
+    }
 }

@@ -87,9 +87,13 @@ async fn every_sample_event_is_accepted_and_stored() {
     }
 }
 
+/// Today's behaviour: one warning per breaching reading, and (the seed being from 2021)
+/// a clock-skew bound wide enough that the message is exactly the original one.
+const EVERY: &[(&str, &str)] = &[("ALARM_MODE", "every"), ("CLOCK_SKEW_WARN", "999999999")];
+
 #[tokio::test]
 async fn seed_reading_with_no2_95_warns_on_pi_2() {
-    let h = harness(Sensor::Gasdetector);
+    let h = harness_with(Sensor::Gasdetector, EVERY);
     let body = seed_with_no2_95();
     let response = h.app.handle(post("/gasdetector", body)).await;
     assert_eq!(response.status(), 200);
@@ -112,8 +116,39 @@ async fn seed_reading_with_no2_95_warns_on_pi_2() {
 }
 
 #[tokio::test]
-async fn duplicate_post_stores_one_document_and_warns_again() {
+async fn by_default_the_warning_is_an_alarm_transition_with_the_clock_skew() {
     let h = harness(Sensor::Gasdetector);
+    let response = h.app.handle(post("/gasdetector", seed_with_no2_95())).await;
+    assert_eq!(response.status(), 200);
+    let reply = json_of(&response);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    let message = &sent[0].1;
+    assert_eq!(
+        message["warning"], "no2 warning",
+        "existing subscribers keep working"
+    );
+    assert_eq!(message["state"], "alarm");
+    // 2021-09-03 is years before any receive time: the skew is reported, not ignored.
+    assert!(
+        message["clock_skew_s"].as_i64().unwrap() > 3 * 365 * 86_400,
+        "{message}"
+    );
+    assert_eq!(
+        reply["warnings"][0]["measure"], "no2",
+        "the reply lists tripped rules"
+    );
+    let docs = h.indexer.docs.lock().unwrap();
+    let doc = &docs[&(
+        "gasdetect".to_string(),
+        reply["id"].as_str().unwrap().to_string(),
+    )];
+    assert!(doc["clock_skew_s"].as_i64().unwrap() > 3 * 365 * 86_400);
+}
+
+#[tokio::test]
+async fn duplicate_post_stores_one_document_and_warns_again_with_alarm_mode_every() {
+    let h = harness_with(Sensor::Gasdetector, EVERY);
     let body = seed_with_no2_95();
     let first = json_of(&h.app.handle(post("/gasdetector", body.clone())).await);
     let second = h.app.handle(post("/gasdetector", body)).await;
@@ -121,6 +156,18 @@ async fn duplicate_post_stores_one_document_and_warns_again() {
     assert_eq!(json_of(&second)["id"], first["id"]);
     assert_eq!(doc_count(&h), 1);
     assert_eq!(h.sent().len(), 2, "warnings are at-least-once");
+}
+
+#[tokio::test]
+async fn duplicate_post_applies_once_by_default() {
+    let h = harness(Sensor::Gasdetector);
+    let body = seed_with_no2_95();
+    let first = json_of(&h.app.handle(post("/gasdetector", body.clone())).await);
+    let second = h.app.handle(post("/gasdetector", body)).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(json_of(&second)["id"], first["id"]);
+    assert_eq!(doc_count(&h), 1);
+    assert_eq!(h.sent().len(), 1, "one transition, delivered once");
 }
 
 #[tokio::test]

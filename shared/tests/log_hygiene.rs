@@ -118,6 +118,10 @@ async fn drive_requests() -> (Vec<String>, Vec<String>) {
         ("AWS_SECRET_ACCESS_KEY", SECRET),
         ("AWS_SESSION_TOKEN", TOKEN),
         ("ACK_MESSAGES", "true"),
+        // The scripted faults count calls to publish and `_bulk`; this server speaks no
+        // shadow API (alarm-state failures are logged by the same code paths, and their
+        // reasons are tested in tests/tests/alarm_faults.rs).
+        ("ALARM_MODE", "every"),
     ]);
     let config = Config::from_lookup(Sensor::Gasdetector, |k| env.get(k).map(|v| v.to_string()))
         .expect("configuration");

@@ -9,25 +9,40 @@ mod tiny_http;
 use serde_json::json;
 use shared::{App, Config, Sensor};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use support::{request, SEED};
 use tiny_http::{RawRequest, RawResponse};
 use tokio::sync::mpsc;
 
 /// Starts a server playing both OpenSearch (`/_bulk`) and the IoT data plane
-/// (`/topics/...`), and an app configured for it with `extra` settings.
+/// (`/topics/...` and the alarm shadow under `/things/...`), and an app configured for it with `extra` settings.
 async fn app_against_recorder(
     extra: &[(&str, &str)],
 ) -> (App, mpsc::UnboundedReceiver<RawRequest>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let versions = Arc::new(AtomicU64::new(0));
     let (addr, _server) = tiny_http::serve(move |request: RawRequest| {
         let tx = tx.clone();
+        let versions = versions.clone();
         async move {
             let response = if request.path.starts_with("/_bulk") {
                 RawResponse::json(
                     200,
                     &json!({"took": 1, "errors": false, "items": [{"create": {"_id": "x", "status": 201}}]}),
                 )
+            } else if request.path.starts_with("/things/") && request.method == "GET" {
+                // The alarm shadow of a group never seen: the shadow API's 404.
+                RawResponse::json(
+                    404,
+                    &json!({"message": "No shadow exists with name: 'alarms'"}),
+                )
+                .header("x-amzn-ErrorType", "ResourceNotFoundException")
+            } else if request.path.starts_with("/things/") {
+                // Each write is the next version, as the shadow service answers.
+                let version = versions.fetch_add(1, Ordering::SeqCst) + 1;
+                RawResponse::json(200, &json!({"state": {}, "version": version, "timestamp": 1}))
             } else {
                 RawResponse::json(200, &json!({}))
             };

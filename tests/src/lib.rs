@@ -11,6 +11,7 @@
 use localstack::{Broker, IotEndpoint};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
+use shared::ports::{AlarmStore, Indexer, Publisher};
 use shared::{App, Config, Sensor};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -480,7 +481,11 @@ pub fn iot_client(endpoint: &str) -> aws_sdk_iotdataplane::Client {
 }
 
 /// `POST /<sensor>` with `body` through the pipeline: status and JSON reply.
-pub async fn post(app: &App, sensor: &str, body: &str) -> (u16, Value) {
+pub async fn post<P: Publisher, I: Indexer, A: AlarmStore>(
+    app: &App<P, I, A>,
+    sensor: &str,
+    body: &str,
+) -> (u16, Value) {
     let request = http::Request::builder()
         .method("POST")
         .uri(format!("/{sensor}"))
@@ -510,4 +515,132 @@ pub fn gas_reading(groupid: &str, no2: &str, createdtime: &str) -> String {
         "h2": {"sensorid": "0008", "sensortype": "30", "value": "400", "createdtime": createdtime}
     })
     .to_string()
+}
+
+/// A shadow answer's payload as JSON (`null` when absent or not JSON).
+pub fn shadow_json(payload: Option<&aws_sdk_iotdataplane::primitives::Blob>) -> Value {
+    payload
+        .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The Device Shadow API as `aws-sdk-iotdataplane` sees it, for any endpoint (the local
+/// one and moto must agree): 404 before the first update, versions counting up,
+/// `state`/`metadata` shapes, merging with `null` deleting, 409 `ConflictException` on a
+/// stale version, named shadows apart from the classic one, delta, delete.
+pub async fn check_shadow_contract(client: &aws_sdk_iotdataplane::Client, thing: &str) {
+    use aws_sdk_iotdataplane::operation::get_thing_shadow::GetThingShadowError;
+    use aws_sdk_iotdataplane::operation::update_thing_shadow::UpdateThingShadowError;
+    use aws_sdk_iotdataplane::primitives::Blob;
+    let get = |name: Option<&'static str>| {
+        let client = client.clone();
+        let thing = thing.to_owned();
+        async move {
+            client
+                .get_thing_shadow()
+                .thing_name(thing)
+                .set_shadow_name(name.map(str::to_owned))
+                .send()
+                .await
+                .map(|o| shadow_json(o.payload()))
+        }
+    };
+    let update = |name: Option<&'static str>, body: Value| {
+        let client = client.clone();
+        let thing = thing.to_owned();
+        async move {
+            client
+                .update_thing_shadow()
+                .thing_name(thing)
+                .set_shadow_name(name.map(str::to_owned))
+                .payload(Blob::new(body.to_string().into_bytes()))
+                .send()
+                .await
+                .map(|o| shadow_json(o.payload()))
+        }
+    };
+    let missing = get(Some("alarms"))
+        .await
+        .expect_err("no shadow before the first update");
+    assert!(
+        matches!(
+            missing.as_service_error(),
+            Some(GetThingShadowError::ResourceNotFoundException(_))
+        ),
+        "{missing:?}"
+    );
+    let first = update(
+        Some("alarms"),
+        json!({"state": {"reported": {"a": 1, "list": [1, 2], "o": {"x": 1, "y": 2}}}}),
+    )
+    .await
+    .expect("first update");
+    assert_eq!(first["version"], 1, "{first}");
+    assert_eq!(first["state"]["reported"]["a"], 1, "{first}");
+    assert!(
+        first["metadata"]["reported"]["a"]["timestamp"].is_u64(),
+        "{first}"
+    );
+    assert!(first["timestamp"].is_u64(), "{first}");
+    let second = update(
+        Some("alarms"),
+        json!({"state": {"reported": {"a": null, "list": [3], "o": {"x": 5}}}, "version": 1}),
+    )
+    .await
+    .expect("update at the current version");
+    assert_eq!(second["version"], 2, "{second}");
+    let stale = update(
+        Some("alarms"),
+        json!({"state": {"reported": {"b": 1}}, "version": 1}),
+    )
+    .await
+    .expect_err("a stale version conflicts");
+    assert!(
+        matches!(
+            stale.as_service_error(),
+            Some(UpdateThingShadowError::ConflictException(_))
+        ),
+        "{stale:?}"
+    );
+    let document = get(Some("alarms")).await.expect("get");
+    assert_eq!(document["version"], 2, "{document}");
+    assert_eq!(
+        document["state"]["reported"],
+        json!({"list": [3], "o": {"x": 5, "y": 2}}),
+        "{document}"
+    );
+    assert!(
+        document["metadata"]["reported"]["o"]["y"]["timestamp"].is_u64(),
+        "{document}"
+    );
+    // The classic shadow is another document.
+    let classic = get(None).await.expect_err("no classic shadow yet");
+    assert!(classic
+        .as_service_error()
+        .is_some_and(|e| e.is_resource_not_found_exception()));
+    update(
+        None,
+        json!({"state": {"desired": {"led": "red"}, "reported": {"led": "off"}}}),
+    )
+    .await
+    .expect("classic update");
+    let classic = get(None).await.expect("classic get");
+    assert_eq!(classic["version"], 1, "{classic}");
+    assert_eq!(
+        classic["state"]["delta"],
+        json!({"led": "red"}),
+        "{classic}"
+    );
+    assert_eq!(get(Some("alarms")).await.expect("named")["version"], 2);
+    client
+        .delete_thing_shadow()
+        .thing_name(thing)
+        .shadow_name("alarms")
+        .send()
+        .await
+        .expect("delete");
+    let gone = get(Some("alarms")).await.expect_err("deleted");
+    assert!(gone
+        .as_service_error()
+        .is_some_and(|e| e.is_resource_not_found_exception()));
 }

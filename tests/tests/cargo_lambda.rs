@@ -1,6 +1,7 @@
 //! The functions as `cargo xtask dev` runs them: built and served by `cargo lambda watch`,
 //! invoked with `cargo lambda invoke --data-file events/...` and through the localstack
-//! gateway, publishing to the in-process broker and indexing into osmem-server.
+//! gateway, publishing to the in-process broker, keeping alarm state in the local IoT
+//! endpoint's shadows and indexing into osmem-server.
 
 use integration_tests::{
     path_with_venv, root, start_watch, venv_bin, Peers, Subscriber, WATCH_BUILD as BUILD,
@@ -73,21 +74,48 @@ async fn cargo_lambda_watch_serves_the_functions() {
     )
     .await
     .unwrap();
+    // A leak through the gateway, as a box sends it: normal, ten breaching readings,
+    // normal. Default alarm mode: exactly one warning and one clear reach the subscriber.
+    let mut leak = Subscriber::connect(peers.broker.local_addr(), "pi/12").await;
     let http = reqwest::Client::new();
-    let reading = json!({"groupid": "2",
-        "no2": {"sensorid": "0006", "sensortype": "9", "value": "99", "createdtime": "2021-09-03 19:00:00"}});
-    let response = http
-        .post(format!("{}/gasdetector", gateway.url()))
-        .header("content-type", "application/json")
-        .body(reading.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["warnings"].as_array().map(Vec::len), Some(1), "{body}");
-    let (_, warning, _) = subscriber.next().await;
-    assert_eq!(warning["value"], 99.0);
+    let mut values = vec!["20"];
+    values.extend(["99"; 10]);
+    values.push("20");
+    for (i, value) in values.iter().enumerate() {
+        let reading = json!({"groupid": "12",
+            "no2": {"sensorid": "0006", "sensortype": "9", "value": value,
+                    "createdtime": format!("2021-09-03 19:{:02}:00", i)}});
+        let response = http
+            .post(format!("{}/gasdetector", gateway.url()))
+            .header("content-type", "application/json")
+            .body(reading.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let tripped = usize::from(*value == "99");
+        assert_eq!(
+            body["warnings"].as_array().map(Vec::len),
+            Some(tripped),
+            "{body}"
+        );
+    }
+    peers.publish_marker("pi/12").await;
+    let mut messages = Vec::new();
+    loop {
+        let (_, message, _) = leak.next().await;
+        if message["marker"] == true {
+            break;
+        }
+        messages.push(message);
+    }
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0]["warning"], "no2 warning");
+    assert_eq!(messages[0]["state"], "alarm");
+    assert_eq!(messages[0]["value"], 99.0);
+    assert_eq!(messages[1]["clear"], "no2 clear");
+    assert_eq!(messages[1]["duration_s"], 600);
 
     // Any method but POST is the function's 405, passed through.
     let response = http

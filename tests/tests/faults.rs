@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use shared::adapters::{IotPublisher, OpenSearchIndexer};
 use shared::ingest::pipeline::Pipeline;
 use shared::ingest::retry::RetryPolicy;
+use shared::ports::MemoryAlarmStore;
 use shared::{App, Config, Sensor};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -75,8 +76,15 @@ struct ClientLog {
     unexpected: Vec<String>,
 }
 
-async fn app_behind(iot: &FaultProxy, opensearch: &FaultProxy, peers: &Peers) -> App {
+/// `ALARM_MODE=every`: this test counts one warning per tripped rule per reading, which
+/// is that mode's promise (transitions under faults: `tests/tests/alarms.rs`).
+async fn app_behind(
+    iot: &FaultProxy,
+    opensearch: &FaultProxy,
+    peers: &Peers,
+) -> App<IotPublisher, OpenSearchIndexer, MemoryAlarmStore> {
     let mut env = peers.env();
+    env.insert("ALARM_MODE".into(), "every".into());
     env.insert("AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(), iot.url());
     env.insert("OPENSEARCH_URL".into(), opensearch.url());
     let config = Config::from_lookup(Sensor::Gasdetector, |k| env.get(k).cloned())

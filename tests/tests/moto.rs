@@ -1,10 +1,12 @@
-//! The IoT adapter against a second, independent implementation of the data-plane API:
+//! The IoT adapters against a second, independent implementation of the data-plane API:
 //! moto in server mode. Its recorder captures the real `aws-sdk-iotdataplane` request.
+//! moto keeps shadows only for registered things, so the tests register them first
+//! with boto3 (moto's own dependency, in the same virtualenv).
 
 use base64::Engine as _;
 use integration_tests::{
-    app_with, ensure_python_package, free_port, gas_reading, iot_client, post, venv_bin,
-    ChildGuard, OpenSearch, WAIT,
+    app_with, check_shadow_contract, ensure_python_package, free_port, gas_reading, iot_client,
+    post, venv_bin, ChildGuard, OpenSearch, WAIT,
 };
 use serde_json::Value;
 use shared::Sensor;
@@ -70,6 +72,23 @@ impl Moto {
         panic!("moto_server ({}) did not come up", binary.display());
     }
 
+    /// Registers `thing` through moto's IoT control plane (boto3 `create_thing`).
+    fn create_thing(&self, thing: &str) {
+        let script = "import sys, boto3\n\
+            c = boto3.client('iot', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                aws_access_key_id='AKIDINTEGRATION', aws_secret_access_key='secret')\n\
+            c.create_thing(thingName=sys.argv[2])\n";
+        let output = Command::new(venv_bin("python"))
+            .args(["-c", script, &self.url, thing])
+            .output()
+            .expect("run python for boto3");
+        assert!(
+            output.status.success(),
+            "create_thing {thing}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     async fn recorder(&self, action: &str) -> String {
         let request = if action == "download-recording" {
             self.http
@@ -123,7 +142,9 @@ async fn sdk_publish_is_accepted_by_moto() {
         .await
         .expect("moto accepts the SDK's Publish");
 
-    // Then the whole pipeline with moto as its IoT endpoint.
+    // Then the whole pipeline with moto as its IoT endpoint (alarm state in moto's
+    // shadow of thing "2").
+    moto.create_thing("2");
     let opensearch = OpenSearch::start().await;
     let mut env = std::collections::HashMap::new();
     for (key, value) in [
@@ -161,5 +182,37 @@ async fn sdk_publish_is_accepted_by_moto() {
     assert!(warning.0.contains("qos=1"), "{}", warning.0);
     let payload: Value = serde_json::from_slice(&warning.1).expect("JSON warning");
     assert_eq!(payload["warning"], "no2 warning");
+    assert_eq!(payload["state"], "alarm");
     assert_eq!(payload["id"], reply["id"]);
+
+    // The alarm state went into moto's named shadow through the shadow adapter.
+    let shadow = iot_client(&moto.url)
+        .get_thing_shadow()
+        .thing_name("2")
+        .shadow_name("alarms")
+        .send()
+        .await
+        .expect("alarm shadow in moto");
+    let document: Value =
+        serde_json::from_slice(shadow.payload().map(|p| p.as_ref()).unwrap_or(b"null"))
+            .expect("shadow JSON");
+    assert_eq!(
+        document["state"]["reported"]["alarms"][0]["state"], "alarm",
+        "{document}"
+    );
+    assert_eq!(
+        document["state"]["reported"]["applied"][0], reply["id"],
+        "{document}"
+    );
+    assert_eq!(
+        document["version"], 2,
+        "created, then one versioned write: {document}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_agrees_with_the_shadow_contract() {
+    let moto = Moto::start().await;
+    moto.create_thing("box-1");
+    check_shadow_contract(&iot_client(&moto.url), "box-1").await;
 }

@@ -112,20 +112,26 @@ pub fn cold(args: &[String]) -> Result {
         "gasdetector-no-warning|events/gasdetector/apigw-rest.json|{}",
         release.join("gasdetector").display()
     ));
+    // The same binary with ALARM_MODE=every (no alarm state, a publish per breaching
+    // reading) beside the default (one shadow read when cold, one versioned write per
+    // request): the alarm state's cost, side by side.
+    harness.arg("--fn").arg(format!(
+        "gasdetector-every|{event}|ALARM_MODE=every {}",
+        release.join("gasdetector").display()
+    ));
+    let mut warm = vec!["gasdetector", "gasdetector-every"];
     if let (Some(binary), Some(rev)) = (&previous_binary, &previous) {
         harness
             .arg("--fn")
             .arg(format!("gasdetector-previous|{event}|{}", binary.display()));
-        harness.args([
-            "--warm-fn",
-            "gasdetector",
-            "--warm-fn",
-            "gasdetector-previous",
-        ]);
-        harness.args(["--warm-fn", "python"]);
+        warm.push("gasdetector-previous");
         harness.arg("--note").arg(format!(
             "`gasdetector-previous`: the same function built from `{rev}`"
         ));
+    }
+    warm.push("python");
+    for name in warm {
+        harness.arg("--warm-fn").arg(name);
     }
     if json_logs {
         harness.args(["--env", "AWS_LAMBDA_LOG_FORMAT=JSON"]);

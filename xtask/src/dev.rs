@@ -155,7 +155,8 @@ pub fn run(args: &[String]) -> Result {
     // make watch recompile on the first request (~20 s).
     let mut functions = Command::new("cargo");
     functions.current_dir(root()).arg("build").args(release);
-    for function in FUNCTIONS {
+    // nodata too: watch serves it beside the ingest functions (the minute check invokes it).
+    for function in FUNCTIONS.iter().chain(&["nodata"]) {
         functions.args(["--bin", function]);
     }
     tools::run(&mut functions)?;
@@ -305,6 +306,7 @@ pub fn run(args: &[String]) -> Result {
     };
 
     print_banner(ports, &opensearch_url, invoke_flag);
+    start_no_data_schedule(ports.watch);
 
     // Serve until Ctrl-C or until a peer dies.
     loop {
@@ -323,6 +325,35 @@ pub fn run(args: &[String]) -> Result {
             }
         }
     }
+}
+
+/// The scheduled no-data check, as EventBridge runs it on AWS: `nodata` invoked with a
+/// scheduled event every minute, on a thread that ends with the process.
+fn start_no_data_schedule(watch_port: u16) {
+    let event = std::fs::read_to_string(root().join("events/nodata/scheduled.json"))
+        .unwrap_or_else(|_| "{}".into());
+    std::thread::spawn(move || {
+        let addr = format!("{HOST}:{watch_port}");
+        let mut failing = false;
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+            let answer = http(
+                &addr,
+                "POST",
+                "/2015-03-31/functions/nodata/invocations",
+                &event,
+            );
+            match answer {
+                Some((200, _)) => failing = false,
+                // Said once per failure streak, not every minute.
+                other if !failing => {
+                    failing = true;
+                    eprintln!("note: the scheduled no-data check failed: {other:?}");
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Listens on `[::1]:port` and pipes every connection to `127.0.0.1:port`, on threads that

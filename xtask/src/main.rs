@@ -21,7 +21,7 @@ commands:
   test           run every check: fmt, clippy -D warnings, unit, integration and infra tests
   infra-check    offline checks of infra/: cfn-lint, sam validate --lint, CDK assertions
   opensearch-templates <url> [--sigv4 <region>]   PUT infra/opensearch/index-templates/*.json
-  build-lambda   cargo lambda build --release of the three functions
+  build-lambda   cargo lambda build --release of the functions (three ingest, nodata)
   deny           cargo deny check bans licenses sources (+ advisories when the network is reachable)
   fuzz [secs]    run the parser/validation fuzz target (default 60 s) and minimize its corpus
   bench-cold     cold-start, memory and warm-path benchmarks against baselines (target/bench/cold.md)

@@ -42,7 +42,8 @@ type Result<T = ()> = std::result::Result<T, String>;
 const USAGE: &str = "\
 usage: coldstart [options] --fn 'NAME|EVENT_FILE|COMMAND [ARGS..]' ...
 
-  --fn SPEC            a function to measure (repeat); NAME `hello` is the floor baseline,
+  --fn SPEC            a function to measure (repeat; KEY=VALUE words before COMMAND set
+                       that target's environment); NAME `hello` is the floor baseline,
                        `hello-io` the floor plus the same two HTTP requests, `python` the
                        Python baseline
   --runs N             cold starts per function (default 15)
@@ -62,6 +63,8 @@ struct Target {
     event: Bytes,
     program: String,
     args: Vec<String>,
+    /// `KEY=VALUE` words before the program in `--fn`: this target's own environment.
+    env: Vec<(String, String)>,
 }
 
 struct Options {
@@ -105,7 +108,12 @@ fn parse_args() -> Result<Options> {
                     return Err(format!("--fn {spec:?}: expected NAME|EVENT|COMMAND"));
                 };
                 let event = std::fs::read(event).map_err(|e| format!("{event}: {e}"))?;
-                let mut words = command.split_whitespace().map(str::to_string);
+                let mut words = command.split_whitespace().map(str::to_string).peekable();
+                let mut env = Vec::new();
+                while let Some((k, v)) = words.peek().and_then(|w| w.split_once('=')) {
+                    env.push((k.to_string(), v.to_string()));
+                    words.next();
+                }
                 let program = words
                     .next()
                     .ok_or_else(|| format!("--fn {spec:?}: empty command"))?;
@@ -114,6 +122,7 @@ fn parse_args() -> Result<Options> {
                     event: Bytes::from(event),
                     program,
                     args: words.collect(),
+                    env,
                 });
             }
             "--runs" => o.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
@@ -323,14 +332,66 @@ where
     Ok((port, Server { port, task }))
 }
 
-/// `POST /topics/{topic}?qos=1` answers 200 `{}`, like the IoT data plane.
+/// `POST /topics/{topic}?qos=1` answers 200 `{}`, like the IoT data plane; the alarm
+/// shadows (`/things/{thing}/shadow?name=`) are kept with versions and answer at once
+/// (409 on a stale version, 404 before the first update), so the alarm state's round
+/// trip is measured as the function's own cost, as the publish is.
 async fn iot_stub(count: Arc<AtomicU64>, req: Request<Incoming>) -> Response<Body> {
-    if req.method() == Method::POST && req.uri().path().starts_with("/topics/") {
+    static SHADOWS: Mutex<Option<HashMap<String, (Value, u64)>>> = Mutex::new(None);
+    let path = req.uri().path().to_string();
+    if req.method() == Method::POST && path.starts_with("/topics/") {
         let _ = req.into_body().collect().await;
         count.fetch_add(1, Ordering::Relaxed);
-        reply(200, "{}")
-    } else {
-        reply(404, r#"{"message":"not found"}"#)
+        return reply(200, "{}");
+    }
+    if !path.starts_with("/things/") {
+        return reply(404, r#"{"message":"not found"}"#);
+    }
+    let key = format!("{path}?{}", req.uri().query().unwrap_or(""));
+    let method = req.method().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut guard = SHADOWS.lock().unwrap_or_else(|e| e.into_inner());
+    let shadows = guard.get_or_insert_with(HashMap::new);
+    let not_found = || {
+        let mut r = reply(404, r#"{"message":"No shadow exists"}"#);
+        r.headers_mut().insert(
+            "x-amzn-ErrorType",
+            hyper::header::HeaderValue::from_static("ResourceNotFoundException"),
+        );
+        r
+    };
+    match method {
+        Method::GET => match shadows.get(&key) {
+            Some((reported, version)) => reply(
+                200,
+                json!({"state": {"reported": reported}, "version": version}).to_string(),
+            ),
+            None => not_found(),
+        },
+        Method::POST => {
+            let update: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let current = shadows.get(&key).map(|(_, v)| *v);
+            if let Some(expected) = update["version"].as_u64() {
+                if current != Some(expected) {
+                    let mut r = reply(409, r#"{"message":"Version conflict"}"#);
+                    r.headers_mut().insert(
+                        "x-amzn-ErrorType",
+                        hyper::header::HeaderValue::from_static("ConflictException"),
+                    );
+                    return r;
+                }
+            }
+            // The alarm state writes whole arrays, so replacing `reported` is merging it.
+            let version = current.unwrap_or(0) + 1;
+            shadows.insert(key, (update["state"]["reported"].clone(), version));
+            reply(200, json!({"version": version}).to_string())
+        }
+        _ => reply(405, r#"{"message":"method not allowed"}"#),
     }
 }
 
@@ -572,6 +633,7 @@ impl Function {
             .env("AWS_SECRET_ACCESS_KEY", "benchmark-secret-key")
             .env("AWS_SESSION_TOKEN", "benchmark-session-token")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(t.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))

@@ -17,6 +17,7 @@ import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
 import * as YAML from 'yaml';
 import { DEFAULT_METRICS_NAMESPACE, Operations } from './operations';
+import { addAlarms, alarmEnvironment, boxShadowStatements } from './alarms';
 
 /** The three functions: crate (= package = binary) name, API route, default index, measures. */
 export const SENSORS = [
@@ -89,6 +90,12 @@ export interface SensorIngestStackProps extends StackProps {
   readonly unavailablePercent?: number;
   /** OpenSearch free storage alarm threshold (MB per node). Default 2048. */
   readonly openSearchFreeStorageMb?: number;
+  /** `transitions` (default: alarm state in a named shadow, messages on transitions) or `every`. */
+  readonly alarmMode?: 'transitions' | 'every';
+  /** A group's alarm state is the shadow `alarms` of thing `<prefix><groupid>`. Default ''. */
+  readonly alarmThingPrefix?: string;
+  /** Seconds without a reading before a group gets a `no data` alarm. Default 900. */
+  readonly noDataAfter?: number;
   /** Workspace root (holds functions/<name>/Cargo.toml); default: found upwards from this file. */
   readonly repoRoot?: string;
 }
@@ -145,6 +152,8 @@ export class SensorIngestStack extends Stack {
     let openSearchUrl: string;
     let indexStatement: iam.PolicyStatement;
     let openSearchService: 'es' | 'aoss' = 'es';
+    // The no-data check's read-only access: search requests only.
+    let searchStatement: iam.PolicyStatement;
     if (props.existingOpenSearch) {
       const existing = props.existingOpenSearch;
       openSearchUrl = existing.endpoint;
@@ -153,6 +162,11 @@ export class SensorIngestStack extends Stack {
         ? new iam.PolicyStatement({ sid: 'IndexReadings', actions: ['aoss:APIAccessAll'], resources: [existing.arn] })
         : new iam.PolicyStatement({
           sid: 'IndexReadings', actions: ['es:ESHttpPost', 'es:ESHttpPut'], resources: [`${existing.arn}/*`],
+        });
+      searchStatement = openSearchService === 'aoss'
+        ? new iam.PolicyStatement({ sid: 'SearchReadings', actions: ['aoss:APIAccessAll'], resources: [existing.arn] })
+        : new iam.PolicyStatement({
+          sid: 'SearchReadings', actions: ['es:ESHttpPost'], resources: [`${existing.arn}/*/_search`],
         });
     } else {
       const domainName = props.domainName ?? 'sensor-readings';
@@ -188,6 +202,9 @@ export class SensorIngestStack extends Stack {
       indexStatement = new iam.PolicyStatement({
         sid: 'IndexReadings', actions: ['es:ESHttpPost', 'es:ESHttpPut'], resources: [`${domainArn}/*`],
       });
+      searchStatement = new iam.PolicyStatement({
+        sid: 'SearchReadings', actions: ['es:ESHttpPost'], resources: [`${domainArn}/*/_search`],
+      });
     }
 
     // ------------------------------------------------------------ IoT data endpoint
@@ -211,6 +228,16 @@ export class SensorIngestStack extends Stack {
     }
 
     // ------------------------------------------------------------ functions
+    const alarmThingPrefix = props.alarmThingPrefix ?? '';
+    const sharedEnvironment: Record<string, string> = {
+      AWS_ENDPOINT_URL_IOT_DATA_PLANE: iotDataEndpoint,
+      OPENSEARCH_URL: openSearchUrl,
+      OPENSEARCH_AUTH: 'sigv4',
+      OPENSEARCH_SERVICE: openSearchService,
+      TOPIC_TEMPLATE: `${topicPrefix}/{groupid}`,
+      RUST_LOG: props.rustLog ?? 'info',
+      ...alarmEnvironment(props.alarmMode ?? 'transitions', alarmThingPrefix),
+    };
     const publishStatement = new iam.PolicyStatement({
       sid: 'PublishWarnings', actions: ['iot:Publish'], resources: [iotArn('topic', `${topicPrefix}/*`)],
     });
@@ -220,15 +247,10 @@ export class SensorIngestStack extends Stack {
         removalPolicy: RemovalPolicy.DESTROY,
       });
       const environment: Record<string, string> = {
-        AWS_ENDPOINT_URL_IOT_DATA_PLANE: iotDataEndpoint,
-        OPENSEARCH_URL: openSearchUrl,
-        OPENSEARCH_AUTH: 'sigv4',
-        OPENSEARCH_SERVICE: openSearchService,
+        ...sharedEnvironment,
         INDEX: `${sensor.index}${props.indexSuffix ?? ''}`,
-        TOPIC_TEMPLATE: `${topicPrefix}/{groupid}`,
         ACK_MESSAGES: props.ackMessages ? 'true' : 'false',
         DEVICE_TIMEZONE: props.deviceTimezone ?? 'UTC',
-        RUST_LOG: props.rustLog ?? 'info',
         METRICS_NAMESPACE: metricsNamespace,
       };
       if (props.rules) environment.RULES = props.rules;
@@ -251,6 +273,18 @@ export class SensorIngestStack extends Stack {
       fn.addToRolePolicy(indexStatement);
       this.functions[sensor.name] = fn;
     }
+    this.functions.nodata = addAlarms(this, {
+      repoRoot,
+      architecture,
+      retention,
+      ingest: SENSORS.map((sensor) => this.functions[sensor.name]),
+      environment: sharedEnvironment,
+      topicPrefix,
+      thingPrefix: alarmThingPrefix,
+      noDataAfter: props.noDataAfter ?? 900,
+      searchStatement,
+      memorySize: props.memorySize ?? 128,
+    });
 
     // ------------------------------------------------------------ REST API with API keys
     // Built from the contract, api/openapi.yaml (as the SAM template is), so the documentation
@@ -356,6 +390,7 @@ export class SensorIngestStack extends Stack {
               iotArn('topic', `${deviceRoot}/\${iot:Connection.Thing.ThingName}/data/*`),
             ],
           },
+          ...boxShadowStatements(iotArn, alarmThingPrefix),
         ],
       },
     });

@@ -75,7 +75,8 @@ describe('default stack', () => {
   const json = template.toJSON();
 
   it('has the three Rust functions on provided.al2023, arm64, handler bootstrap', () => {
-    template.resourcePropertiesCountIs('AWS::Lambda::Function', { Runtime: 'provided.al2023' }, 3);
+    // The three ingest functions and the scheduled no-data check.
+    template.resourcePropertiesCountIs('AWS::Lambda::Function', { Runtime: 'provided.al2023' }, 4);
     for (const name of FUNCTIONS) {
       const fn = json.Resources[functionLogicalId(template, name)];
       assert.equal(fn.Properties.Handler, 'bootstrap');
@@ -88,10 +89,13 @@ describe('default stack', () => {
       assert.match(render(env.OPENSEARCH_URL), /^https:\/\/\$\{OpenSearchDomain[^}]*\.DomainEndpoint\}$/);
       assert.match(render(env.AWS_ENDPOINT_URL_IOT_DATA_PLANE), /^https:\/\/\$\{IotEndpoint[^}]*\.endpointAddress\}$/);
       assert.ok(fn.Properties.LoggingConfig.LogGroup, 'function logs to its own log group');
+      assert.equal(env.ALARM_MODE, 'transitions');
+      assert.equal(env.ALARM_THING_TEMPLATE, '{groupid}');
+      assert.equal(env.ALARM_SHADOW, 'alarms');
     }
-    // Functions, IoT endpoint lookup, IoT rule errors, API access logs: every log group expires.
-    template.resourceCountIs('AWS::Logs::LogGroup', 6);
-    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 6);
+    // Functions, nodata, IoT endpoint lookup, IoT rule errors, API access logs: every log group expires.
+    template.resourceCountIs('AWS::Logs::LogGroup', 7);
+    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 7);
     const lookup = Object.values(template.findResources('AWS::Lambda::Function'))
       .filter((f) => f.Properties.Runtime?.startsWith('nodejs'));
     assert.equal(lookup.length, 1, 'the IoT endpoint lookup');
@@ -139,16 +143,37 @@ describe('default stack', () => {
   it('lets each function publish only under the topic prefix and index only into the domain', () => {
     for (const name of FUNCTIONS) {
       const statements = functionStatements(template, name);
-      const publish = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('iot:')));
+      const publish = statements.filter((s) => actionsOf(s).includes('iot:Publish'));
       assert.equal(publish.length, 1);
       assert.deepEqual(actionsOf(publish[0]), ['iot:Publish']);
+      const shadow = statements.filter((s) => actionsOf(s).some((a) => a.includes('ThingShadow')));
+      assert.deepEqual([...actionsOf(shadow[0])].sort(), ['iot:GetThingShadow', 'iot:UpdateThingShadow']);
+      assert.deepEqual(resourcesOf(shadow[0]), ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:thing/*/alarms']);
       assert.deepEqual(resourcesOf(publish[0]), ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/pi/*']);
       const es = statements.filter((s) => actionsOf(s).some((a) => a.startsWith('es:')));
       assert.equal(es.length, 1);
       assert.deepEqual([...actionsOf(es[0])].sort(), ['es:ESHttpPost', 'es:ESHttpPut']);
       assert.deepEqual(resourcesOf(es[0]), ['arn:${AWS::Partition}:es:eu-west-1:123456789012:domain/sensor-readings/*']);
-      assert.equal(statements.length, 2, `no other permissions for ${name}: ${JSON.stringify(statements)}`);
+      assert.equal(statements.length, 3, `no other permissions for ${name}: ${JSON.stringify(statements)}`);
     }
+  });
+
+  it('runs the no-data check every minute with read-only search, the alarm shadows and publish', () => {
+    const [id, fn] = Object.entries(template.findResources('AWS::Lambda::Function', {
+      Properties: { Description: 'scheduled no-data check (every minute)' },
+    }))[0];
+    assert.equal(fn.Properties.Environment.Variables.NO_DATA_AFTER, '900');
+    const rule = Object.values(template.findResources('AWS::Events::Rule'))[0];
+    assert.equal(rule.Properties.ScheduleExpression, 'rate(1 minute)');
+    assert.equal(render(rule.Properties.Targets[0].Arn), `\${${id}.Arn}`);
+    const roleId = fn.Properties.Role['Fn::GetAtt'][0];
+    const statements: Statement[] = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((p) => p.Properties.Roles.some((r: { Ref: string }) => r.Ref === roleId))
+      .flatMap((p) => p.Properties.PolicyDocument.Statement);
+    assert.deepEqual(statements.flatMap(actionsOf).sort(),
+      ['es:ESHttpPost', 'iot:GetThingShadow', 'iot:Publish', 'iot:UpdateThingShadow']);
+    const search = statements.find((s) => actionsOf(s).includes('es:ESHttpPost'))!;
+    assert.deepEqual(resourcesOf(search), ['arn:${AWS::Partition}:es:eu-west-1:123456789012:domain/sensor-readings/*/_search']);
   });
 
   it('grants no wildcard iot or es permissions anywhere', () => {
@@ -192,6 +217,13 @@ describe('default stack', () => {
       'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/lwt',
     ]);
     for (const s of statements) for (const r of resourcesOf(s)) assert.ok(!r.endsWith(':*') && !r.endsWith('/#'), r);
+    // Its group's alarm shadow: ask (publish .../get), hear the answers; never update it.
+    const shadow = '$aws/things/${iot:Connection.Thing.Attributes[groupid]}/shadow/name/alarms';
+    const arn = (kind: string, topic: string) => `arn:\${AWS::Partition}:iot:eu-west-1:123456789012:${kind}/${topic}`;
+    assert.deepEqual(resourcesOf(byAction('iot:Publish')[1]), [arn('topic', `${shadow}/get`)]);
+    assert.ok(resourcesOf(byAction('iot:Subscribe')[1]).includes(arn('topicfilter', `${shadow}/get/accepted`)));
+    assert.ok(resourcesOf(byAction('iot:Receive')[1]).includes(arn('topic', `${shadow}/update/documents`)));
+    for (const s of statements) for (const r of resourcesOf(s)) assert.ok(!r.includes('/update') || r.endsWith('/update/documents'), r);
   });
 
   it('keeps the connection status in the shadow from the Last Will and lifecycle events', () => {
@@ -287,7 +319,7 @@ describe('options', () => {
           AWS_ENDPOINT_URL_IOT_DATA_PLANE: 'https://abc-ats.iot.eu-west-1.amazonaws.com',
         }),
       },
-    }, 3);
+    }, 4); // the three ingest functions and the no-data check
     const statements = functionStatements(template, 'dust');
     const es = statements.find((s) => actionsOf(s).includes('es:ESHttpPost'))!;
     assert.deepEqual(resourcesOf(es), ['arn:aws:es:eu-west-1:123456789012:domain/x/*']);

@@ -5,8 +5,7 @@ use crate::ports::{DownstreamError, Message, Publisher};
 use aws_sdk_iotdataplane::config::http::HttpResponse;
 use aws_sdk_iotdataplane::config::retry::RetryConfig;
 use aws_sdk_iotdataplane::config::StalledStreamProtectionConfig;
-use aws_sdk_iotdataplane::error::{DisplayErrorContext, SdkError};
-use aws_sdk_iotdataplane::operation::publish::PublishError;
+use aws_sdk_iotdataplane::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_iotdataplane::primitives::Blob;
 use aws_sdk_iotdataplane::Client;
 
@@ -16,6 +15,12 @@ pub struct IotPublisher {
 }
 
 impl IotPublisher {
+    /// The data-plane client, for the shadow adapter (one client, one set of runtime
+    /// plugins per cold start).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn new(sdk_config: &aws_config::SdkConfig, endpoint: &str) -> IotPublisher {
         let config = aws_sdk_iotdataplane::config::Builder::from(sdk_config)
             .endpoint_url(endpoint)
@@ -43,15 +48,16 @@ impl Publisher for IotPublisher {
             .send()
             .await
             .map(|_| ())
-            .map_err(classify)
+            .map_err(|e| classify("IoT publish", e))
     }
 }
 
-type PublishSdkError = SdkError<PublishError, HttpResponse>;
-
 /// Throttling, 5xx, timeouts and connection failures are retryable; 4xx (a bad topic,
-/// 403 from missing `iot:Publish`) are not.
-fn classify(error: PublishSdkError) -> DownstreamError {
+/// 403 from missing `iot:Publish`) are not. `what` names the call in the reason.
+pub(crate) fn classify<E>(what: &str, error: SdkError<E, HttpResponse>) -> DownstreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     let reason = match &error {
         // Status, error code and the service's message: enough to act on, and short (the
         // full context would dump the raw response into the log line).
@@ -65,12 +71,12 @@ fn classify(error: PublishSdkError) -> DownstreamError {
                 .take(200)
                 .collect();
             format!(
-                "IoT publish: HTTP {} {}: {message}",
+                "{what}: HTTP {} {}: {message}",
                 e.raw().status().as_u16(),
                 e.err().meta().code().unwrap_or("error"),
             )
         }
-        other => format!("IoT publish: {}", DisplayErrorContext(other)),
+        other => format!("{what}: {}", DisplayErrorContext(other)),
     };
     match &error {
         SdkError::ConstructionFailure(_) => DownstreamError::Permanent(reason),

@@ -1,9 +1,13 @@
 //! Indexes through the `opensearch` crate: one `_bulk` request of `create` ops, checked
 //! item by item. SigV4-signed for AWS OpenSearch (`es`) or Serverless (`aoss`).
 
+use crate::alarms::no_data::{Activity, LastSeen};
+use crate::domain::group_id::GroupId;
+use crate::domain::sensor::Sensor;
 use crate::ingest::document::Document;
 use crate::lambda::config::{Config, OpenSearchAuth};
 use crate::ports::{DownstreamError, IndexOutcome, Indexer};
+use chrono::{DateTime, Utc};
 use opensearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use opensearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};
 use opensearch::http::Method;
@@ -30,6 +34,18 @@ impl OpenSearchIndexer {
         config: &Config,
         sdk_config: &aws_config::SdkConfig,
     ) -> Result<OpenSearchIndexer, OpenSearchInitError> {
+        Ok(OpenSearchIndexer {
+            transport: transport(config, sdk_config)?,
+        })
+    }
+}
+
+/// The transport for `config`: SigV4-signed unless `OPENSEARCH_AUTH=none`.
+fn transport(
+    config: &Config,
+    sdk_config: &aws_config::SdkConfig,
+) -> Result<Transport, OpenSearchInitError> {
+    {
         // reqwest has no crypto provider of its own (one TLS stack: see adapters::tls).
         super::tls::install_crypto_provider();
         let pool = SingleNodeConnectionPool::new(config.opensearch_url.clone());
@@ -41,10 +57,122 @@ impl OpenSearchIndexer {
                 .auth(credentials)
                 .service_name(&config.opensearch_service);
         }
-        let transport = builder
+        builder
             .build()
-            .map_err(|e| OpenSearchInitError(e.to_string()))?;
-        Ok(OpenSearchIndexer { transport })
+            .map_err(|e| OpenSearchInitError(e.to_string()))
+    }
+}
+
+/// The no-data check's read-only view: per sensor index pattern, the newest receive time
+/// (`date`) per group, from one aggregation search each.
+#[derive(Debug, Clone)]
+pub struct OpenSearchActivity {
+    transport: Transport,
+    indices: Vec<(Sensor, String)>,
+}
+
+impl OpenSearchActivity {
+    /// `indices`: the index pattern of each sensor (e.g. `gasdetect*`).
+    pub fn new(
+        config: &Config,
+        sdk_config: &aws_config::SdkConfig,
+        indices: Vec<(Sensor, String)>,
+    ) -> Result<OpenSearchActivity, OpenSearchInitError> {
+        Ok(OpenSearchActivity {
+            transport: transport(config, sdk_config)?,
+            indices,
+        })
+    }
+}
+
+/// The search body: groups with a reading received since `since`, each with its newest.
+pub fn last_seen_query(since: DateTime<Utc>) -> serde_json::Value {
+    serde_json::json!({
+        "size": 0,
+        "query": {"range": {"date": {"gte": since.format("%Y-%m-%d %H:%M:%S").to_string()}}},
+        "aggs": {"groups": {
+            "terms": {"field": "groupid", "size": MAX_GROUPS},
+            "aggs": {"last": {"max": {"field": "date"}}}
+        }}
+    })
+}
+
+/// Groups one search reports at most (a fleet larger than this needs paging).
+const MAX_GROUPS: usize = 10_000;
+
+/// Reads the aggregation of [`last_seen_query`]; buckets that do not parse are skipped.
+pub fn parse_last_seen(sensor: Sensor, body: &serde_json::Value) -> Vec<LastSeen> {
+    let buckets = body["aggregations"]["groups"]["buckets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    buckets
+        .iter()
+        .filter_map(|b| {
+            let group = match &b["key"] {
+                serde_json::Value::String(s) => GroupId::parse(s).ok()?,
+                other => GroupId::parse(&other.to_string()).ok()?,
+            };
+            let ms = b["last"]["value"].as_f64()?;
+            let received = DateTime::<Utc>::from_timestamp_millis(ms as i64)?;
+            Some(LastSeen {
+                sensor,
+                group,
+                received,
+            })
+        })
+        .collect()
+}
+
+impl Activity for OpenSearchActivity {
+    async fn last_seen(&self, since: DateTime<Utc>) -> Result<Vec<LastSeen>, DownstreamError> {
+        let mut all = Vec::new();
+        for (sensor, pattern) in &self.indices {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let body = serde_json::to_vec(&last_seen_query(since)).unwrap_or_default();
+            let response = self
+                .transport
+                .send(
+                    Method::Post,
+                    &format!("/{pattern}/_search"),
+                    headers,
+                    Some(&[("ignore_unavailable", "true"), ("allow_no_indices", "true")]),
+                    Some(body),
+                    None,
+                )
+                .await
+                .map_err(|e| DownstreamError::Retryable(format!("OpenSearch search: {e}")))?;
+            let status = response.status_code().as_u16();
+            let text = response.bytes().await.map_err(|e| {
+                DownstreamError::Retryable(format!("OpenSearch search: reading response: {e}"))
+            })?;
+            if status == 404 {
+                continue; // no index for this sensor yet
+            }
+            if status != 200 {
+                return Err(http_failure(&format!("search {pattern}"), status, &text));
+            }
+            let parsed: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+                DownstreamError::Retryable(format!("OpenSearch search: unreadable response: {e}"))
+            })?;
+            all.extend(parse_last_seen(*sensor, &parsed));
+        }
+        Ok(all)
+    }
+}
+
+/// A non-200 answer as an error: 429/5xx retryable, other statuses final; the reason
+/// carries the start of the body.
+fn http_failure(what: &str, status: u16, body: &[u8]) -> DownstreamError {
+    let reason = format!(
+        "OpenSearch {what}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    if super::is_retryable_status(status) {
+        DownstreamError::Retryable(reason)
+    } else {
+        DownstreamError::Permanent(reason)
     }
 }
 
@@ -134,15 +262,7 @@ impl Indexer for OpenSearchIndexer {
             DownstreamError::Retryable(format!("OpenSearch bulk: reading response: {e}"))
         })?;
         if status != 200 {
-            let reason = format!(
-                "OpenSearch bulk: HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            );
-            return Err(if super::is_retryable_status(status) {
-                DownstreamError::Retryable(reason)
-            } else {
-                DownstreamError::Permanent(reason)
-            });
+            return Err(http_failure("bulk", status, &body));
         }
         parse_bulk_response(&body)
     }

@@ -1,7 +1,18 @@
-//! parse -> validate -> rules -> publish warnings and index, concurrently -> outcome.
-//! Depends only on the two ports, so every path is testable without AWS.
+//! parse -> validate -> rules -> (alarm state -> publish transitions) || index -> outcome.
+//! Depends only on the ports, so every path is testable without AWS.
+//!
+//! Alarm state per group (ARCHITECTURE.md, "Alarms: exactly one transition"): read the
+//! group's state (or the cached copy), apply the readings, write it back conditional on
+//! the version read (a conflict means another instance won: read again and recompute),
+//! and only then publish the transitions that write committed. The committed messages
+//! stay in the state's outbox, so a resend after a failed publish re-publishes them
+//! instead of losing them.
 
+use crate::alarms::machine::{self, Disposition, Input};
+use crate::alarms::settings::AlarmMode;
+use crate::alarms::state::Pending;
 use crate::domain::error::ValidationError;
+use crate::domain::group_id::GroupId;
 use crate::domain::measure::Measure;
 use crate::domain::reading::Reading;
 use crate::domain::sensor::Sensor;
@@ -13,16 +24,26 @@ use crate::ingest::topic::{Topic, TopicTemplate};
 use crate::ingest::warning::Warning;
 use crate::lambda::config::Config;
 use crate::observability::downstream::{self, Target};
-use crate::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
+use crate::ports::{
+    AlarmStore, DownstreamError, IndexOutcome, Indexer, MemoryAlarmStore, Message, Publisher,
+    StoreOutcome, Versioned,
+};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use tokio::time::Instant;
 
 /// How many MQTT publishes of one request are in flight at once.
 const PUBLISH_CONCURRENCY: usize = 16;
+/// Lost races for one group's state before the request gives up (503). Each lost race
+/// means another instance committed, so this bounds contention, not failures.
+const MAX_STATE_CONFLICTS: u32 = 32;
+/// Groups whose state a warm instance keeps; beyond it the cache starts over.
+const MAX_CACHED_GROUPS: usize = 1024;
 
-pub struct Pipeline<P, I> {
+pub struct Pipeline<P, I, A = MemoryAlarmStore> {
     sensor: Sensor,
     rules: Rules,
     topic: TopicTemplate,
@@ -32,6 +53,18 @@ pub struct Pipeline<P, I> {
     retry: RetryPolicy,
     publisher: P,
     indexer: I,
+    alarm_mode: AlarmMode,
+    clock_skew_warn_s: i64,
+    alarms: A,
+    /// The last committed state per group, with its version. Every write is still
+    /// conditional on that version, so a stale copy costs one conflict, never a
+    /// wrong transition.
+    cache: Mutex<HashMap<GroupId, Versioned>>,
+}
+
+/// Receive time minus the reading's `createdtime`, in seconds.
+fn clock_skew_s(reading: &Reading, received: DateTime<Utc>) -> i64 {
+    (received - reading.taken_at().utc()).num_seconds()
 }
 
 /// What became of one reading.
@@ -61,12 +94,17 @@ impl Outcome {
 
 /// A validated reading and what the rules made of it.
 struct Checked {
+    reading: Reading,
     document: Document,
     warnings: Vec<Warning>,
     topic: Topic,
+    /// Receive time minus `createdtime` when above `CLOCK_SKEW_WARN`.
+    skew_warn_s: Option<i64>,
 }
 
 impl<P: Publisher, I: Indexer> Pipeline<P, I> {
+    /// A pipeline with in-process alarm state (tests, `ALARM_MODE=every`); see
+    /// [`Pipeline::with_alarm_store`] for a shared one.
     pub fn new(config: &Config, publisher: P, indexer: I) -> Self {
         Pipeline {
             sensor: config.sensor,
@@ -78,7 +116,36 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
             retry: RetryPolicy::default(),
             publisher,
             indexer,
+            alarm_mode: config.alarm_mode,
+            clock_skew_warn_s: config.clock_skew_warn_s,
+            alarms: MemoryAlarmStore::default(),
+            cache: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
+    /// The same pipeline keeping alarm state in `store`.
+    pub fn with_alarm_store<B: AlarmStore>(self, store: B) -> Pipeline<P, I, B> {
+        Pipeline {
+            sensor: self.sensor,
+            rules: self.rules,
+            topic: self.topic,
+            index: self.index,
+            zone: self.zone,
+            ack_messages: self.ack_messages,
+            retry: self.retry,
+            publisher: self.publisher,
+            indexer: self.indexer,
+            alarm_mode: self.alarm_mode,
+            clock_skew_warn_s: self.clock_skew_warn_s,
+            alarms: store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn alarm_store(&self) -> &A {
+        &self.alarms
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
@@ -107,12 +174,26 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
             })
             .collect();
         let tripped: Vec<Measure> = trips.iter().map(|(m, _)| m.measure()).collect();
-        let document = Document::build(reading, &self.index, &tripped, received);
+        let mut document = Document::build(reading, &self.index, &tripped, received);
+        let skew_s = clock_skew_s(reading, received);
+        document
+            .body
+            .insert("clock_skew_s".into(), serde_json::Value::from(skew_s));
+        let skew_warn = self.skew_warning(skew_s);
         let warnings = trips
             .into_iter()
-            .map(|(m, trip)| Warning::new(reading, m, trip, document.id.as_str()))
+            .map(|(m, trip)| {
+                let mut warning = Warning::new(reading, m, trip, document.id.as_str());
+                warning.clock_skew_s = skew_warn;
+                warning
+            })
             .collect();
         (document, warnings)
+    }
+
+    /// The skew to put on a warning: only past `CLOCK_SKEW_WARN`, either way.
+    fn skew_warning(&self, skew_s: i64) -> Option<i64> {
+        (skew_s.unsigned_abs() > self.clock_skew_warn_s.unsigned_abs()).then_some(skew_s)
     }
 
     /// Runs a request's readings through the pipeline. Invalid ones are reported and
@@ -131,23 +212,32 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
                 Ok(reading) => {
                     let (document, warnings) = self.check(&reading, received);
                     let topic = self.topic.topic(self.sensor, reading.group());
+                    let skew_warn_s = self.skew_warning(clock_skew_s(&reading, received));
                     outcomes.push(None);
                     checked.push((
                         i,
                         Checked {
+                            reading,
                             document,
                             warnings,
                             topic,
+                            skew_warn_s,
                         },
                     ));
                 }
             }
         }
 
-        let (published, indexed) = tokio::join!(
-            self.publish_warnings(&checked, deadline),
-            self.index_documents(&checked, deadline)
-        );
+        let (published, indexed) = match self.alarm_mode {
+            AlarmMode::Every => tokio::join!(
+                self.publish_warnings(&checked, deadline),
+                self.index_documents(&checked, deadline)
+            ),
+            AlarmMode::Transitions => tokio::join!(
+                self.apply_alarms(&checked, received, deadline),
+                self.index_documents(&checked, deadline)
+            ),
+        };
 
         let mut ack_topics: Vec<Topic> = Vec::new();
         for (_, c) in &checked {
@@ -159,7 +249,7 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
             let id = c.document.id.as_str().to_string();
             let failure = match (&index, &publish) {
                 (IndexOutcome::Failed(e), _) => Some(format!("indexing failed: {}", e.reason())),
-                (_, Err(e)) => Some(format!("publishing a warning failed: {}", e.reason())),
+                (_, Err(reason)) => Some(reason.clone()),
                 _ => None,
             };
             let outcome = match failure {
@@ -191,14 +281,13 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
         outcomes
     }
 
-    /// Publishes every warning of every reading; per reading, the first error if any.
+    /// `ALARM_MODE=every`: publishes every warning of every reading; per reading, the
+    /// first error if any.
     async fn publish_warnings(
         &self,
         checked: &[(usize, Checked)],
         deadline: Instant,
-    ) -> Vec<Result<(), DownstreamError>> {
-        // Owned messages and a named async fn (not stream closures): keeps the future
-        // `Send` for the runtime without higher-ranked lifetime trouble.
+    ) -> Vec<Result<(), String>> {
         let mut queue = Vec::new();
         for (n, (_, c)) in checked.iter().enumerate() {
             for warning in &c.warnings {
@@ -212,6 +301,23 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
                 ));
             }
         }
+        self.publish_queue(queue, checked.len(), deadline)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|e| format!("publishing a warning failed: {}", e.reason())))
+            .collect()
+    }
+
+    /// Publishes `queue` (messages tagged with a slot in `0..slots`), at most
+    /// [`PUBLISH_CONCURRENCY`] at once; per slot, the first error if any.
+    async fn publish_queue(
+        &self,
+        queue: Vec<(usize, Message)>,
+        slots: usize,
+        deadline: Instant,
+    ) -> Vec<Result<(), DownstreamError>> {
+        // Owned messages and a named async fn (not stream closures): keeps the future
+        // `Send` for the runtime without higher-ranked lifetime trouble.
         let mut queue = queue.into_iter();
         let mut in_flight = FuturesUnordered::new();
         let mut results = Vec::new();
@@ -227,15 +333,262 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
                 None => break,
             }
         }
-        let mut per_reading: Vec<Result<(), DownstreamError>> = vec![Ok(()); checked.len()];
+        let mut per_slot: Vec<Result<(), DownstreamError>> = vec![Ok(()); slots];
         for (n, result) in results {
             if let Err(e) = result {
-                if per_reading[n].is_ok() {
-                    per_reading[n] = Err(e);
+                if per_slot.get(n).is_some_and(|r| r.is_ok()) {
+                    per_slot[n] = Err(e);
                 }
             }
         }
-        per_reading
+        per_slot
+    }
+
+    /// Alarm transitions for every group of the request, the groups concurrently; per
+    /// reading, why it must be resent if it must.
+    async fn apply_alarms(
+        &self,
+        checked: &[(usize, Checked)],
+        received: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Vec<Result<(), String>> {
+        let mut groups: Vec<(&GroupId, Vec<usize>)> = Vec::new();
+        for (n, (_, c)) in checked.iter().enumerate() {
+            let group = c.reading.group();
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, members)) => members.push(n),
+                None => groups.push((group, vec![n])),
+            }
+        }
+        let per_group =
+            futures_util::future::join_all(groups.iter().map(|(group, members)| {
+                self.apply_group(group, members, checked, received, deadline)
+            }))
+            .await;
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); checked.len()];
+        for (members, result) in groups.iter().map(|(_, m)| m).zip(per_group) {
+            for (&n, r) in members.iter().zip(result) {
+                results[n] = r;
+            }
+        }
+        results
+    }
+
+    /// One group: commit the state, then publish what the commit decided; one result per
+    /// member reading.
+    async fn apply_group(
+        &self,
+        group: &GroupId,
+        members: &[usize],
+        checked: &[(usize, Checked)],
+        received: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Vec<Result<(), String>> {
+        let inputs: Vec<Input<'_>> = members
+            .iter()
+            .map(|&n| {
+                let c = &checked[n].1;
+                Input {
+                    reading: &c.reading,
+                    id: c.document.id.as_str(),
+                    clock_skew_s: c.skew_warn_s,
+                }
+            })
+            .collect();
+        let to_publish = match self.commit(group, &inputs, received, deadline).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(sensor = %self.sensor, group = %group.as_str(), reason = %e, "alarm state not committed");
+                let reason = format!("alarm state: {}", e.reason());
+                return members.iter().map(|_| Err(reason.clone())).collect();
+            }
+        };
+        let queue: Vec<(usize, Message)> = to_publish
+            .iter()
+            .enumerate()
+            .map(|(slot, pending)| {
+                let sensor = Sensor::parse(&pending.sensor).unwrap_or(self.sensor);
+                let message = Message {
+                    topic: self.topic.topic(sensor, group),
+                    payload: serde_json::to_vec(&pending.message).unwrap_or_default(),
+                };
+                (slot, message)
+            })
+            .collect();
+        let published = self.publish_queue(queue, to_publish.len(), deadline).await;
+        let delivered: Vec<Pending> = to_publish
+            .iter()
+            .zip(&published)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.forget_delivered(group, &delivered);
+        inputs
+            .iter()
+            .map(|input| {
+                to_publish
+                    .iter()
+                    .zip(&published)
+                    .find_map(|(p, r)| match r {
+                        Err(e) if p.id == input.id => Some(Err(format!(
+                            "publishing an alarm message failed: {}",
+                            e.reason()
+                        ))),
+                        _ => None,
+                    })
+                    .unwrap_or(Ok(()))
+            })
+            .collect()
+    }
+
+    /// Applies `inputs` to the group's state and commits it (conditional on the version
+    /// read, recomputed after every lost race); the messages to publish: the new
+    /// transitions and the committed ones of resent readings.
+    async fn commit(
+        &self,
+        group: &GroupId,
+        inputs: &[Input<'_>],
+        received: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<Vec<Pending>, DownstreamError> {
+        let mut backoff = Backoff::new(self.retry, deadline);
+        let mut conflicts = 0u32;
+        let mut current = self.cached(group);
+        loop {
+            let result = match current.take() {
+                Some(read) => {
+                    self.try_commit(group, read, inputs, received, &backoff)
+                        .await
+                }
+                None => match self
+                    .timed(&backoff, "shadow read", self.alarms.load(group))
+                    .await
+                {
+                    Ok(read) => {
+                        self.try_commit(group, read, inputs, received, &backoff)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            let error = match result {
+                Ok(Some(messages)) => return Ok(messages),
+                Ok(None) => {
+                    conflicts += 1;
+                    if conflicts >= MAX_STATE_CONFLICTS {
+                        return Err(DownstreamError::Retryable(format!(
+                            "alarm state of group {} changed under {conflicts} attempts",
+                            group.as_str()
+                        )));
+                    }
+                    // Another instance committed first: read its state and recompute,
+                    // after a short jittered pause so the losers do not collide again.
+                    tokio::time::sleep(std::time::Duration::from_micros(fastrand::u64(0..2_000)))
+                        .await;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            if !error.is_retryable() {
+                tracing::error!(group = %group.as_str(), reason = %error, "alarm state rejected, not retried");
+                return Err(error);
+            }
+            tracing::warn!(group = %group.as_str(), attempt = backoff.attempts() + 1, reason = %error, "alarm state failed");
+            if !backoff.wait_before_retry().await {
+                return Err(error);
+            }
+        }
+    }
+
+    /// One attempt: `Ok(None)` when another writer won the race.
+    async fn try_commit(
+        &self,
+        group: &GroupId,
+        read: Versioned,
+        inputs: &[Input<'_>],
+        received: DateTime<Utc>,
+        backoff: &Backoff,
+    ) -> Result<Option<Vec<Pending>>, DownstreamError> {
+        let mut state = read.state.clone();
+        let step = machine::apply(&mut state, inputs, &self.rules, received);
+        let mut messages = step.messages;
+        for (input, disposition) in inputs.iter().zip(&step.dispositions) {
+            if *disposition == Disposition::Resent {
+                messages.extend(state.pending_for(input.id).cloned());
+            }
+        }
+        if state == read.state {
+            // Only stale or resent readings: nothing to write.
+            self.remember(group, read);
+            return Ok(Some(messages));
+        }
+        let stored = self
+            .timed(
+                backoff,
+                "shadow update",
+                self.alarms.store(group, &state, read.version),
+            )
+            .await?;
+        match stored {
+            StoreOutcome::Stored(version) => {
+                self.remember(
+                    group,
+                    Versioned {
+                        state,
+                        version: Some(version),
+                    },
+                );
+                Ok(Some(messages))
+            }
+            StoreOutcome::Conflict => {
+                self.forget(group);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs one store call under the attempt timeout of `backoff`.
+    async fn timed<T>(
+        &self,
+        backoff: &Backoff,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, DownstreamError>>,
+    ) -> Result<T, DownstreamError> {
+        match backoff.attempt_timeout() {
+            None => Err(DownstreamError::Retryable("deadline reached".into())),
+            Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                Err(DownstreamError::Retryable(format!(
+                    "{what} timed out after {limit:?}"
+                )))
+            }),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Versioned>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cached(&self, group: &GroupId) -> Option<Versioned> {
+        self.cache().get(group).cloned()
+    }
+
+    fn remember(&self, group: &GroupId, state: Versioned) {
+        let mut cache = self.cache();
+        if cache.len() >= MAX_CACHED_GROUPS && !cache.contains_key(group) {
+            cache.clear();
+        }
+        cache.insert(group.clone(), state);
+    }
+
+    fn forget(&self, group: &GroupId) {
+        self.cache().remove(group);
+    }
+
+    /// Delivered messages leave the cached outbox, so the next write drops them.
+    fn forget_delivered(&self, group: &GroupId, delivered: &[Pending]) {
+        if let Some(entry) = self.cache().get_mut(group) {
+            entry.state.delivered(delivered);
+        }
     }
 
     async fn publish_tagged(

@@ -16,6 +16,14 @@ pub struct Warning {
     pub bound: &'static str,
     pub createdtime: String,
     pub id: String,
+    /// `"alarm"` on an alarm transition (or its renotification); absent in
+    /// `ALARM_MODE=every` and in the HTTP reply, which lists every tripped rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// Receive time minus `createdtime`, when it exceeds `CLOCK_SKEW_WARN`: the box's
+    /// clock is off (the warning still counts; the operator should fix the clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_skew_s: Option<i64>,
 }
 
 impl Warning {
@@ -31,6 +39,8 @@ impl Warning {
             bound: trip.bound.name(),
             createdtime: measure.created().as_str().to_string(),
             id: doc_id.to_string(),
+            state: None,
+            clock_skew_s: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Gateway REST (v1), HTTP API (v2), Function URL events and direct invokes.
 
 use crate::adapters::opensearch::OpenSearchInitError;
-use crate::adapters::{IotPublisher, OpenSearchIndexer};
+use crate::adapters::{IotPublisher, OpenSearchIndexer, ShadowAlarmStore};
 use crate::domain::sensor::Sensor;
 use crate::ingest::document::DocId;
 use crate::ingest::pipeline::Outcome;
@@ -13,7 +13,7 @@ use crate::lambda::response::Reply;
 use crate::observability::downstream::DownstreamStats;
 use crate::observability::emf::{MetricsSink, MetricsWriter, RequestCounts};
 use crate::observability::request;
-use crate::ports::{Indexer, Publisher};
+use crate::ports::{AlarmStore, Indexer, MemoryAlarmStore, Publisher};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use std::sync::Arc;
@@ -30,8 +30,8 @@ const MAX_BUDGET: Duration = Duration::from_secs(900);
 /// Kept back from the Lambda deadline to write the 503 before the function times out.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-pub struct App<P = IotPublisher, I = OpenSearchIndexer> {
-    pipeline: Pipeline<P, I>,
+pub struct App<P = IotPublisher, I = OpenSearchIndexer, A = ShadowAlarmStore> {
+    pipeline: Pipeline<P, I, A>,
     metrics: MetricsWriter,
 }
 
@@ -76,7 +76,15 @@ impl App {
         let publisher = IotPublisher::new(&sdk_config, config.iot_endpoint.as_str());
         let indexer =
             OpenSearchIndexer::new(&config, &sdk_config).map_err(InitError::OpenSearch)?;
-        Ok(App::new(&config, publisher, indexer))
+        let alarms = ShadowAlarmStore::new(
+            publisher.client().clone(),
+            config.alarm_thing.clone(),
+            config.alarm_shadow.clone(),
+        );
+        Ok(App::from_parts(
+            &config,
+            Pipeline::new(&config, publisher, indexer).with_alarm_store(alarms),
+        ))
     }
 }
 
@@ -104,24 +112,32 @@ pub async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
     loader.load().await
 }
 
-impl<P: Publisher, I: Indexer> App<P, I> {
+impl<P: Publisher, I: Indexer> App<P, I, MemoryAlarmStore> {
+    /// With in-process alarm state (tests, benchmarks).
     pub fn new(config: &Config, publisher: P, indexer: I) -> Self {
+        App::from_parts(config, Pipeline::new(config, publisher, indexer))
+    }
+}
+
+impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A> {
+    /// Metrics in the default namespace, the sensor's name as the function.
+    pub fn from_pipeline(pipeline: Pipeline<P, I, A>) -> Self {
+        let sensor = pipeline.sensor();
         App {
-            pipeline: Pipeline::new(config, publisher, indexer),
+            pipeline,
+            metrics: MetricsWriter::new(Default::default(), sensor.name(), sensor),
+        }
+    }
+
+    /// The pipeline with the configuration's metrics namespace and function name.
+    pub fn from_parts(config: &Config, pipeline: Pipeline<P, I, A>) -> Self {
+        App {
+            pipeline,
             metrics: MetricsWriter::new(
                 config.metrics_namespace.clone(),
                 config.function_name.as_str(),
                 config.sensor,
             ),
-        }
-    }
-
-    /// Metrics in the default namespace, the sensor's name as the function.
-    pub fn from_pipeline(pipeline: Pipeline<P, I>) -> Self {
-        let sensor = pipeline.sensor();
-        App {
-            pipeline,
-            metrics: MetricsWriter::new(Default::default(), sensor.name(), sensor),
         }
     }
 
@@ -131,7 +147,7 @@ impl<P: Publisher, I: Indexer> App<P, I> {
         self
     }
 
-    pub fn pipeline(&self) -> &Pipeline<P, I> {
+    pub fn pipeline(&self) -> &Pipeline<P, I, A> {
         &self.pipeline
     }
 

@@ -1,6 +1,7 @@
 //! Configuration from the environment, read and checked once per cold start.
 //! A bad value fails init with a message naming the variable.
 
+use crate::alarms::settings::{self, AlarmMode, ThingTemplate};
 use crate::domain::sensor::Sensor;
 use crate::ingest::index_name::IndexName;
 use crate::ingest::rules::Rules;
@@ -41,6 +42,14 @@ pub struct Config {
     /// The `function` metric dimension and log field: `AWS_LAMBDA_FUNCTION_NAME` (Lambda
     /// sets it), else the sensor's name (local runs).
     pub function_name: String,
+    /// `ALARM_MODE`: transitions (default) or `every` (one warning per breaching reading).
+    pub alarm_mode: AlarmMode,
+    /// `CLOCK_SKEW_WARN` (seconds, default 600): a warning carries `clock_skew_s` above it.
+    pub clock_skew_warn_s: i64,
+    /// `ALARM_THING_TEMPLATE` (default `{groupid}`) and `ALARM_SHADOW` (default `alarms`):
+    /// where a group's alarm state lives.
+    pub alarm_thing: ThingTemplate,
+    pub alarm_shadow: String,
 }
 
 #[derive(Clone)]
@@ -163,6 +172,26 @@ impl Config {
         let function_name = get("AWS_LAMBDA_FUNCTION_NAME")
             .map(|name| name.trim().to_string())
             .unwrap_or_else(|| sensor.name().to_string());
+        let alarm_mode = match get("ALARM_MODE") {
+            Some(mode) => AlarmMode::parse(&mode).map_err(|e| err("ALARM_MODE", e))?,
+            None => AlarmMode::default(),
+        };
+        let clock_skew_warn_s = match get("CLOCK_SKEW_WARN") {
+            Some(s) => settings::parse_seconds(&s, 0).map_err(|e| err("CLOCK_SKEW_WARN", e))?,
+            None => settings::DEFAULT_CLOCK_SKEW_WARN_S,
+        };
+        let alarm_thing = match get("ALARM_THING_TEMPLATE") {
+            Some(t) => {
+                ThingTemplate::parse(t.trim()).map_err(|e| err("ALARM_THING_TEMPLATE", e))?
+            }
+            None => ThingTemplate::default(),
+        };
+        let alarm_shadow = settings::parse_shadow_name(
+            get("ALARM_SHADOW")
+                .as_deref()
+                .unwrap_or(settings::DEFAULT_SHADOW),
+        )
+        .map_err(|e| err("ALARM_SHADOW", e))?;
         Ok(Config {
             sensor,
             iot_endpoint,
@@ -178,6 +207,10 @@ impl Config {
             static_credentials,
             metrics_namespace,
             function_name,
+            alarm_mode,
+            clock_skew_warn_s,
+            alarm_thing,
+            alarm_shadow,
         })
     }
 }
@@ -217,6 +250,10 @@ mod tests {
         assert!(c.static_credentials.is_none());
         assert_eq!(c.metrics_namespace, MetricsNamespace::default());
         assert_eq!(c.function_name, "gasdetector");
+        assert_eq!(c.alarm_mode, AlarmMode::Transitions);
+        assert_eq!(c.clock_skew_warn_s, 600);
+        assert_eq!(c.alarm_thing, ThingTemplate::default());
+        assert_eq!(c.alarm_shadow, "alarms");
     }
 
     #[test]
@@ -262,6 +299,11 @@ mod tests {
             ("ACK_MESSAGES", "yes please"),
             ("DEVICE_TIMEZONE", "Mars/Olympus"),
             ("METRICS_NAMESPACE", "AWS/Lambda"),
+            ("ALARM_MODE", "sometimes"),
+            ("CLOCK_SKEW_WARN", "10 minutes"),
+            ("ALARM_THING_TEMPLATE", "things/{groupid}"),
+            ("ALARM_SHADOW", "a b"),
+            ("RULES", r#"{"no2": {"high": 88, "for": 0}}"#),
         ] {
             let e = config(&[(key, value)]).unwrap_err().to_string();
             assert!(e.contains(key), "{key}={value}: {e}");

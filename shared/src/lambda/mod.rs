@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod no_data;
 pub mod request;
 pub mod response;
 pub mod runtime;

@@ -18,7 +18,7 @@ use crate::domain::error::ValidationError;
 use crate::lambda::app::App;
 use crate::lambda::request::RequestError;
 use crate::lambda::response::Reply;
-use crate::ports::{Indexer, Publisher};
+use crate::ports::{AlarmStore, Indexer, Publisher};
 use base64::Engine;
 use lambda_http::lambda_runtime::{LambdaInvocation, Runtime};
 use lambda_http::tower::{Layer, Service};
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Serves invocations until the runtime stops: the function's whole `main` after init.
-pub async fn run<P: Publisher, I: Indexer>(app: App<P, I>) -> Result<(), Error> {
+pub async fn run<P: Publisher, I: Indexer, A: AlarmStore>(app: App<P, I, A>) -> Result<(), Error> {
     let guard = Base64Guard::new();
     let (app, guard_ref) = (&app, &guard);
     let handler = service_fn(move |request: Request| answer(app, guard_ref, request));
@@ -43,8 +43,8 @@ pub async fn run<P: Publisher, I: Indexer>(app: App<P, I>) -> Result<(), Error> 
 
 /// What the runtime's handler does per request: a guarded (undecodable base64) body is a
 /// 400 naming `body`; anything else goes to [`App::invoke`].
-pub async fn answer<P: Publisher, I: Indexer>(
-    app: &App<P, I>,
+pub async fn answer<P: Publisher, I: Indexer, A: AlarmStore>(
+    app: &App<P, I, A>,
     guard: &Base64Guard,
     request: Request,
 ) -> Result<Response<Body>, Error> {

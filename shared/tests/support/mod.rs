@@ -4,11 +4,16 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
+use shared::alarms::state::GroupAlarms;
+use shared::domain::group_id::GroupId;
 use shared::ingest::document::Document;
 use shared::ingest::pipeline::Pipeline;
 use shared::ingest::retry::RetryPolicy;
 use shared::lambda::app::App;
-use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
+use shared::ports::{
+    AlarmStore, DownstreamError, IndexOutcome, Indexer, MemoryAlarmStore, Message, Publisher,
+    StoreOutcome, Versioned,
+};
 use shared::{Config, Sensor};
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -81,11 +86,50 @@ impl Indexer for FakeIndexer {
     }
 }
 
+/// Alarm state in memory (shadow version semantics); fails loads and stores with the
+/// queued errors first, and counts the calls.
+#[derive(Default, Clone)]
+pub struct FakeAlarmStore {
+    pub inner: MemoryAlarmStore,
+    pub failures: Arc<Mutex<VecDeque<DownstreamError>>>,
+    pub loads: Arc<Mutex<usize>>,
+    pub stores: Arc<Mutex<usize>>,
+}
+
+impl FakeAlarmStore {
+    fn fail(&self) -> Result<(), DownstreamError> {
+        match self.failures.lock().unwrap().pop_front() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AlarmStore for FakeAlarmStore {
+    async fn load(&self, group: &GroupId) -> Result<Versioned, DownstreamError> {
+        *self.loads.lock().unwrap() += 1;
+        self.fail()?;
+        self.inner.load(group).await
+    }
+
+    async fn store(
+        &self,
+        group: &GroupId,
+        state: &GroupAlarms,
+        expected: Option<u64>,
+    ) -> Result<StoreOutcome, DownstreamError> {
+        *self.stores.lock().unwrap() += 1;
+        self.fail()?;
+        self.inner.store(group, state, expected).await
+    }
+}
+
 /// The handler with fake ports and a fast retry policy (4 attempts, millisecond waits).
 pub struct Harness {
-    pub app: App<FakePublisher, FakeIndexer>,
+    pub app: App<FakePublisher, FakeIndexer, FakeAlarmStore>,
     pub publisher: FakePublisher,
     pub indexer: FakeIndexer,
+    pub alarms: FakeAlarmStore,
 }
 
 impl Harness {
@@ -97,6 +141,7 @@ impl Harness {
     pub fn with_env(sensor: Sensor, extra: &[(&str, &str)]) -> Harness {
         let publisher = FakePublisher::default();
         let indexer = FakeIndexer::default();
+        let alarms = FakeAlarmStore::default();
         let fast = RetryPolicy {
             max_attempts: 4,
             base_delay: Duration::from_millis(1),
@@ -108,11 +153,13 @@ impl Harness {
             publisher.clone(),
             indexer.clone(),
         )
-        .with_retry_policy(fast);
+        .with_retry_policy(fast)
+        .with_alarm_store(alarms.clone());
         Harness {
             app: App::from_pipeline(pipeline),
             publisher,
             indexer,
+            alarms,
         }
     }
 
@@ -142,6 +189,24 @@ impl Harness {
 
     pub fn index_calls(&self) -> usize {
         self.indexer.calls.lock().unwrap().len()
+    }
+
+    /// The next `n` alarm-state calls (loads or stores) fail with `error`.
+    pub fn fail_alarm_calls(&self, n: usize, error: DownstreamError) {
+        self.alarms
+            .failures
+            .lock()
+            .unwrap()
+            .extend((0..n).map(|_| error.clone()));
+    }
+
+    /// The next `n` publishes fail with `error`.
+    pub fn fail_publishes(&self, n: usize, error: DownstreamError) {
+        self.publisher
+            .failures
+            .lock()
+            .unwrap()
+            .extend((0..n).map(|_| error.clone()));
     }
 
     /// The next `n` bulk requests fail as a whole with a retryable 500.
