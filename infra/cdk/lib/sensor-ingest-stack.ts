@@ -471,7 +471,8 @@ export class SensorIngestStack extends Stack {
     // ------------------------------------------------------------ alarms, SNS topic, dashboard
     this.operations = new Operations(this, 'Operations', {
       namespace: metricsNamespace,
-      functions: this.functions,
+      // The ingest functions (their metrics carry a `sensor` dimension); as in the SAM template.
+      functions: Object.fromEntries(SENSORS.map((sensor) => [sensor.name, this.functions[sensor.name]])),
       restApi: this.restApi,
       domain: this.domain,
       ruleErrors,
