@@ -61,14 +61,11 @@ struct RawConfig {
     gps: Option<String>,
     thing_name: Option<String>,
     #[serde(default)]
-    transport: Transport,
-    #[serde(default)]
     clock: ClockPolicy,
     #[serde(default)]
     request_timeout_s: Option<u64>,
     #[serde(default)]
     queue: RawQueue,
-    mqtt: Option<RawMqtt>,
     #[serde(default, rename = "sensor")]
     sensors: Vec<RawSensor>,
 }
@@ -78,19 +75,6 @@ struct RawConfig {
 struct RawQueue {
     path: Option<PathBuf>,
     max_readings: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMqtt {
-    endpoint: String,
-    port: Option<u16>,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    topic_template: Option<String>,
-    keep_alive_s: Option<u64>,
-    hook: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,17 +95,6 @@ struct RawMeasure {
 }
 
 // ---- the validated configuration ----
-
-/// How readings leave the box.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// POST to the API (the default; batches after an outage).
-    #[default]
-    Http,
-    /// Publish each reading to `devices/<thing>/data/<sensor>` at QoS 1.
-    Mqtt,
-}
 
 /// When the system clock may be trusted for `createdtime`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -153,18 +126,15 @@ pub enum SourceSpec {
 }
 
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // `transport` and `mqtt` are read by the MQTT client (in progress)
 pub struct Config {
     pub api_url: reqwest::Url,
     pub api_key: Option<String>,
     pub group: GroupId,
     pub gps: Option<String>,
     pub thing_name: String,
-    pub transport: Transport,
     pub clock: ClockPolicy,
     pub request_timeout: Duration,
     pub queue: QueueConfig,
-    pub mqtt: Option<MqttConfig>,
     pub sensors: Vec<SensorConfig>,
 }
 
@@ -172,19 +142,6 @@ pub struct Config {
 pub struct QueueConfig {
     pub path: PathBuf,
     pub max_readings: u64,
-}
-
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // read by the MQTT client (in progress)
-pub struct MqttConfig {
-    pub endpoint: String,
-    pub port: u16,
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub topic: String,
-    pub keep_alive: Duration,
-    pub hook: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -206,8 +163,6 @@ const DEFAULT_QUEUE_PATH: &str = "/var/lib/sensorbox/queue.db";
 const DEFAULT_MAX_READINGS: u64 = 500_000;
 const DEFAULT_INTERVAL_S: u64 = 30;
 const DEFAULT_TIMEOUT_S: u64 = 10;
-const DEFAULT_KEEP_ALIVE_S: u64 = 30;
-const DEFAULT_TOPIC: &str = "pi/{groupid}";
 
 impl Config {
     /// Reads `path` and the `SENSORBOX_*` environment.
@@ -311,16 +266,6 @@ impl RawConfig {
                 n => n,
             },
         };
-        let mqtt = self
-            .mqtt
-            .map(|m| m.validate(&group, &thing_name))
-            .transpose()?;
-        if self.transport == Transport::Mqtt && mqtt.is_none() {
-            return Err(ConfigError::new(
-                "transport",
-                "\"mqtt\" needs an [mqtt] section",
-            ));
-        }
         if self.sensors.is_empty() {
             return Err(ConfigError::new(
                 "sensor",
@@ -339,52 +284,10 @@ impl RawConfig {
             group,
             gps: self.gps,
             thing_name,
-            transport: self.transport,
             clock: self.clock,
             request_timeout,
             queue,
-            mqtt,
             sensors,
-        })
-    }
-}
-
-impl RawMqtt {
-    fn validate(self, group: &GroupId, thing: &str) -> Result<MqttConfig, ConfigError> {
-        if self.endpoint.trim().is_empty() {
-            return Err(ConfigError::new("mqtt.endpoint", "empty"));
-        }
-        let template = self.topic_template.as_deref().unwrap_or(DEFAULT_TOPIC);
-        let topic = template
-            .replace("{groupid}", group.as_str())
-            .replace("{thing}", thing);
-        if topic.is_empty() || topic.contains(['+', '#', '{', '}']) || topic.starts_with('$') {
-            return Err(ConfigError::new(
-                "mqtt.topic_template",
-                "placeholders {groupid} and {thing} only; no wildcards, no $ topics",
-            ));
-        }
-        if let Some(hook) = &self.hook {
-            if hook.first().is_none_or(|p| p.is_empty()) {
-                return Err(ConfigError::new(
-                    "mqtt.hook",
-                    "a command as a list, e.g. [\"/usr/local/bin/buzz\", \"--on\"]",
-                ));
-            }
-        }
-        let keep_alive = positive_secs(
-            "mqtt.keep_alive_s",
-            self.keep_alive_s.unwrap_or(DEFAULT_KEEP_ALIVE_S),
-        )?;
-        Ok(MqttConfig {
-            endpoint: self.endpoint,
-            port: self.port.unwrap_or(8883),
-            ca: self.ca,
-            cert: self.cert,
-            key: self.key,
-            topic,
-            keep_alive,
-            hook: self.hook,
         })
     }
 }
@@ -488,7 +391,6 @@ sensortype = "9"
         assert_eq!(config.sensors[0].route, Sensor::Gasdetector);
         assert_eq!(config.sensors[0].interval, Duration::from_secs(5));
         assert_eq!(config.clock, ClockPolicy::Ntp);
-        assert_eq!(config.transport, Transport::Http);
     }
 
     #[test]
@@ -546,8 +448,6 @@ sensortype = "9"
         );
         let no_sensor = GOOD.split("[[sensor]]").next().unwrap_or_default();
         assert_eq!(error_key(no_sensor), "sensor");
-        let mqtt_without_section = format!("transport = \"mqtt\"\n{GOOD}");
-        assert_eq!(error_key(&mqtt_without_section), "transport");
     }
 
     #[test]
