@@ -451,6 +451,17 @@ sensortype = "9"
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../config.example.toml").replace(
+            "api_key_file = \"/etc/sensorbox/api-key\"",
+            "api_key = \"k\"",
+        );
+        let config = Config::from_toml(&text).expect("the example parses");
+        assert_eq!(config.sensors.len(), 3);
+        assert_eq!(config.queue.path, PathBuf::from(DEFAULT_QUEUE_PATH));
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let figment = Figment::new().merge(Toml::string(GOOD)).merge(
             figment::providers::Serialized::default("queue.max_readings", 7),
