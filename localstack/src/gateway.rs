@@ -4,6 +4,11 @@
 //! (`POST {invoke_base}/2015-03-31/functions/{fn}/invocations`), and the proxy response
 //! is mapped back to HTTP. Bodies go to the function base64-encoded with
 //! `isBase64Encoded: true`, as API Gateway does for binary media types.
+//!
+//! While nothing answers at the invoke URL (`cargo lambda watch` not up yet, or restarting
+//! a function) the gateway answers 503 with `Retry-After`, never 502: a client that
+//! honours the contract retries. `GET /openapi.json` serves the API contract
+//! (`api/openapi.yaml`) with this gateway as its server.
 
 use crate::http::{self, BodyError, HttpResponse, Server};
 use base64::Engine as _;
@@ -25,6 +30,10 @@ use std::time::{Duration, Instant};
 pub const MAX_REQUEST: usize = 10 * 1024 * 1024;
 /// Largest invocation response read back (Lambda's synchronous response limit).
 const MAX_RESPONSE: usize = 6 * 1024 * 1024;
+/// Seconds a client should wait when the function is not reachable yet.
+pub const STARTING_RETRY_AFTER: &str = "1";
+/// Where the contract is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
 
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -39,6 +48,10 @@ pub struct GatewayConfig {
     pub timeout: Duration,
     /// Print one line per request to stderr.
     pub log: bool,
+    /// Some: requests to the routes need this `x-api-key` (403 otherwise), as the
+    /// deployed REST API requires a key of its usage plan. None (the default for
+    /// `cargo xtask dev`): no key is checked.
+    pub api_key: Option<String>,
 }
 
 impl GatewayConfig {
@@ -53,6 +66,7 @@ impl GatewayConfig {
             stage: "local".into(),
             timeout: Duration::from_secs(600),
             log: false,
+            api_key: None,
         }
     }
 }
@@ -61,14 +75,27 @@ pub struct Gateway {
     server: Server,
 }
 
+struct State {
+    config: GatewayConfig,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// `api/openapi.yaml` as JSON; `servers` is filled in per request (the Host asked for).
+    contract: Value,
+}
+
 impl Gateway {
     pub async fn start(addr: SocketAddr, config: GatewayConfig) -> io::Result<Gateway> {
+        let contract = crate::openapi::document()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
-        let state = Arc::new((config, client));
+        let state = Arc::new(State {
+            config,
+            client,
+            contract,
+        });
         let server = http::serve(addr, move |request, peer| {
             let state = state.clone();
-            async move { handle(request, peer, &state.0, &state.1).await }
+            async move { handle(request, peer, &state).await }
         })
         .await?;
         Ok(Gateway { server })
@@ -91,17 +118,17 @@ fn message(status: u16, text: &str, request_id: &str) -> HttpResponse {
     )
 }
 
-async fn handle(
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    config: &GatewayConfig,
-    client: &Client<HttpConnector, Full<Bytes>>,
-) -> HttpResponse {
+async fn handle(request: Request<Incoming>, peer: SocketAddr, state: &State) -> HttpResponse {
     let started = Instant::now();
     let request_id = http::request_id();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = route(request, peer, config, client, &request_id).await;
+    let config = &state.config;
+    let response = if path == OPENAPI_PATH && method == hyper::Method::GET {
+        contract(&request, &state.contract, &request_id)
+    } else {
+        route(request, peer, config, &state.client, &request_id).await
+    };
     if config.log {
         eprintln!(
             "gateway: {method} {path} -> {} in {} ms",
@@ -110,6 +137,38 @@ async fn handle(
         );
     }
     response
+}
+
+/// The contract with this gateway (as the client addressed it) as its only server.
+fn contract(request: &Request<Incoming>, document: &Value, request_id: &str) -> HttpResponse {
+    let host = request
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("127.0.0.1");
+    let mut document = document.clone();
+    document["servers"] =
+        json!([{"url": format!("http://{host}"), "description": "local gateway"}]);
+    http::json(200, &document, &[("x-amzn-RequestId", request_id)])
+}
+
+/// The function cannot be reached yet: 503 + `Retry-After`, as the contract allows.
+fn starting(function: &str, request_id: &str) -> HttpResponse {
+    http::json(
+        503,
+        &json!({
+            "error": "unavailable",
+            "message": format!("function {function} is not running yet (cargo lambda watch is starting); retry"),
+        }),
+        &[
+            ("x-amzn-RequestId", request_id),
+            ("Retry-After", STARTING_RETRY_AFTER),
+        ],
+    )
 }
 
 async fn route(
@@ -124,6 +183,13 @@ async fn route(
     else {
         return message(404, "Not Found", request_id);
     };
+    if let Some(key) = &config.api_key {
+        let given = request.headers().get("x-api-key").map(|v| v.as_bytes());
+        if given != Some(key.as_bytes()) {
+            // API Gateway's answer to a missing or unknown key.
+            return message(403, "Forbidden", request_id);
+        }
+    }
     let (parts, body) = request.into_parts();
     let body = match http::read_body(body, MAX_REQUEST).await {
         Ok(body) => body,
@@ -146,11 +212,24 @@ async fn route(
                 message(502, "Internal server error", request_id)
             }
         },
-        Err(why) => {
+        Err(InvokeError::Unreachable(why)) => {
+            eprintln!("gateway: invoking {function} at {url}: {why}; answered 503");
+            starting(function, request_id)
+        }
+        Err(InvokeError::Failed(why)) => {
             eprintln!("gateway: invoking {function} at {url}: {why}");
             message(502, "Internal server error", request_id)
         }
     }
+}
+
+/// Why an invocation gave no proxy result.
+#[derive(Debug)]
+enum InvokeError {
+    /// Nothing accepted the connection: the function host is not up (yet).
+    Unreachable(String),
+    /// The function ran and failed, or its answer could not be read.
+    Failed(String),
 }
 
 /// Builds the API Gateway REST (v1) proxy event for a request.
@@ -254,15 +333,24 @@ async fn invoke(
     url: &str,
     event: &Value,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, InvokeError> {
     let request = Request::post(url)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(event.to_string())))
-        .map_err(|e| format!("bad invoke URL: {e}"))?;
+        .map_err(|e| InvokeError::Failed(format!("bad invoke URL: {e}")))?;
     let response = tokio::time::timeout(timeout, client.request(request))
         .await
-        .map_err(|_| format!("no response within {} s", timeout.as_secs()))?
-        .map_err(|e| format!("{e} (is `cargo lambda watch` running?)"))?;
+        .map_err(|_| InvokeError::Failed(format!("no response within {} s", timeout.as_secs())))?
+        .map_err(|e| {
+            let why = format!("{e} (is `cargo lambda watch` running?)");
+            // Only a refused connection proves the request never reached a function, so
+            // only then is "resend later" true; anything else may have run it.
+            if e.is_connect() {
+                InvokeError::Unreachable(why)
+            } else {
+                InvokeError::Failed(why)
+            }
+        })?;
     let status = response.status();
     let function_error = response.headers().get("x-amz-function-error").cloned();
     let body = tokio::time::timeout(
@@ -270,17 +358,22 @@ async fn invoke(
         http_body_util::Limited::new(response.into_body(), MAX_RESPONSE).collect(),
     )
     .await
-    .map_err(|_| "timed out reading the invocation response".to_owned())?
-    .map_err(|e| format!("cannot read the invocation response: {e}"))?
+    .map_err(|_| InvokeError::Failed("timed out reading the invocation response".to_owned()))?
+    .map_err(|e| InvokeError::Failed(format!("cannot read the invocation response: {e}")))?
     .to_bytes();
     let text = String::from_utf8_lossy(&body);
     if !status.is_success() {
-        return Err(format!("invoke API answered {status}: {text}"));
+        return Err(InvokeError::Failed(format!(
+            "invoke API answered {status}: {text}"
+        )));
     }
     if let Some(kind) = function_error {
-        return Err(format!("function error ({kind:?}): {text}"));
+        return Err(InvokeError::Failed(format!(
+            "function error ({kind:?}): {text}"
+        )));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("response is not JSON ({e}): {text}"))
+    serde_json::from_slice(&body)
+        .map_err(|e| InvokeError::Failed(format!("response is not JSON ({e}): {text}")))
 }
 
 /// Maps a Lambda proxy integration result to an HTTP response, or says why it is

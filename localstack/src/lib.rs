@@ -9,6 +9,7 @@ pub mod gateway;
 mod http;
 pub mod iot;
 pub mod mqtt;
+pub mod openapi;
 
 pub use gateway::{Gateway, GatewayConfig};
 pub use iot::IotEndpoint;

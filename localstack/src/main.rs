@@ -18,6 +18,8 @@ usage: localstack [options]
   --stage NAME         API Gateway stage name in events (default local)
   --invoke-timeout S   seconds to wait for a function (default 600: the first
                        invocation under `cargo lambda watch` may compile it)
+  --api-key KEY        require this x-api-key on the routes (403 otherwise), as
+                       the deployed API does; default: no key checked
   --quiet              no per-request log lines
 ";
 
@@ -30,6 +32,7 @@ struct Options {
     stage: String,
     timeout: u64,
     quiet: bool,
+    api_key: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -42,6 +45,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         stage: "local".into(),
         timeout: 600,
         quiet: false,
+        api_key: None,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -69,6 +73,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--gateway-port" => options.gateway = port()?,
             "--invoke-url" => options.invoke = value.clone(),
             "--stage" => options.stage = value.clone(),
+            "--api-key" => options.api_key = Some(value.clone()),
             "--invoke-timeout" => {
                 options.timeout = value
                     .parse()
@@ -112,6 +117,7 @@ async fn serve(options: Options) -> ExitCode {
     gateway_config.stage = options.stage;
     gateway_config.timeout = Duration::from_secs(options.timeout);
     gateway_config.log = !options.quiet;
+    gateway_config.api_key = options.api_key;
     let config = StackConfig {
         mqtt: SocketAddr::new(options.host, options.mqtt),
         iot: SocketAddr::new(options.host, options.iot),

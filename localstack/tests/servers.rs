@@ -276,11 +276,11 @@ async fn iot_endpoint_rejects_what_iot_core_rejects() {
     // The SDK refuses an empty topic itself; a raw request gets the service's answer.
     let (status, headers, body) = raw(&iot.url(), "POST", "/topics/?qos=1", "").await;
     assert_eq!(status, 400);
-    assert_eq!(headers.as_deref(), Some("InvalidRequestException"));
+    assert_eq!(headers["x-amzn-errortype"], "InvalidRequestException");
     assert!(body["message"].is_string());
     let (status, headers, _) = raw(&iot.url(), "GET", "/topics/pi%2F2", "").await;
     assert_eq!(status, 405);
-    assert_eq!(headers.as_deref(), Some("MethodNotAllowedException"));
+    assert_eq!(headers["x-amzn-errortype"], "MethodNotAllowedException");
     // An unencoded topic path works too (curl users).
     let (status, _, body) = raw(&iot.url(), "POST", "/topics/pi/9?qos=1", "raw").await;
     assert_eq!(status, 200);
@@ -290,8 +290,8 @@ async fn iot_endpoint_rejects_what_iot_core_rejects() {
     subscriber.nothing_before_marker("pi/9").await;
 }
 
-/// A raw HTTP request: status, `x-amzn-ErrorType`, JSON body.
-async fn raw(base: &str, method: &str, path: &str, body: &str) -> (u16, Option<String>, Value) {
+/// A raw HTTP request: status, headers, JSON body.
+async fn raw(base: &str, method: &str, path: &str, body: &str) -> (u16, hyper::HeaderMap, Value) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let request = Request::builder()
@@ -304,13 +304,10 @@ async fn raw(base: &str, method: &str, path: &str, body: &str) -> (u16, Option<S
         .unwrap()
         .unwrap();
     let status = response.status().as_u16();
-    let error_type = response
-        .headers()
-        .get("x-amzn-errortype")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, error_type, json)
+    (status, headers, json)
 }
 
 /// A stand-in for `cargo lambda watch`'s invoke API: parses each event with lambda_http
@@ -447,6 +444,46 @@ async fn gateway_builds_rest_proxy_events() {
     assert!(body["message"].is_string());
 }
 
+#[tokio::test]
+async fn gateway_with_an_api_key_refuses_requests_without_it() {
+    let invoke = fake_invoke(echo).await;
+    let config = GatewayConfig {
+        api_key: Some("box-key".into()),
+        ..GatewayConfig::sensors(format!("http://{}", invoke.addr))
+    };
+    let gateway = Gateway::start(any_port(), config).await.unwrap();
+    let (status, _, body) = raw(&gateway.url(), "POST", "/dust", "{}").await;
+    assert_eq!(status, 403);
+    assert_eq!(body, json!({"message": "Forbidden"}));
+    assert!(invoke.events.lock().unwrap().is_empty());
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let request = Request::post(format!("{}/dust", gateway.url()))
+        .header("x-api-key", "box-key")
+        .body(Full::new(Bytes::from("{}")))
+        .unwrap();
+    assert_eq!(client.request(request).await.unwrap().status(), 200);
+    assert_eq!(invoke.events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn gateway_serves_the_contract_with_itself_as_server() {
+    let invoke = fake_invoke(echo).await;
+    let gateway = gateway_to(&invoke).await;
+    let (status, headers, doc) = raw(&gateway.url(), "GET", "/openapi.json", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(doc["servers"][0]["url"], gateway.url());
+    assert_eq!(
+        doc["paths"]["/gasdetector"]["post"]["operationId"],
+        "postGasdetector"
+    );
+    assert!(
+        invoke.events.lock().unwrap().is_empty(),
+        "no function was invoked"
+    );
+}
+
 fn failing(_: &lambda_http::Request) -> (u16, Value) {
     (
         200,
@@ -463,7 +500,7 @@ fn malformed(_: &lambda_http::Request) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn gateway_maps_function_errors_to_502() {
+async fn gateway_maps_function_errors_to_502_and_no_function_yet_to_503() {
     for reply in [failing as Reply, crashing, malformed] {
         let invoke = fake_invoke(reply).await;
         let gateway = gateway_to(&invoke).await;
@@ -471,16 +508,19 @@ async fn gateway_maps_function_errors_to_502() {
         assert_eq!(status, 502);
         assert_eq!(body, json!({"message": "Internal server error"}));
     }
-    // Nothing listening at the invoke URL.
+    // Nothing listening at the invoke URL (cargo lambda watch still starting): the request
+    // never reached a function, so the answer is "resend later", never a 502.
     let unused = tokio::net::TcpListener::bind(any_port()).await.unwrap();
     let dead = unused.local_addr().unwrap();
     drop(unused);
     let gateway = Gateway::start(any_port(), GatewayConfig::sensors(format!("http://{dead}")))
         .await
         .unwrap();
-    let (status, _, body) = raw(&gateway.url(), "POST", "/temp", "{}").await;
-    assert_eq!(status, 502);
-    assert_eq!(body, json!({"message": "Internal server error"}));
+    let (status, headers, body) = raw(&gateway.url(), "POST", "/temp", "{}").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["error"], "unavailable");
+    assert!(body["message"].as_str().unwrap().contains("temp"), "{body}");
 }
 
 #[tokio::test]

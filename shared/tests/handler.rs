@@ -134,6 +134,7 @@ async fn other_methods_get_405() {
             .unwrap();
         let response = h.app.handle(request).await;
         assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(response.headers()["allow"], "POST", "{method}");
         assert_eq!(json_of(&response)["error"], "method_not_allowed");
     }
     assert_eq!(doc_count(&h), 0);

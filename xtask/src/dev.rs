@@ -32,6 +32,8 @@ and DEVICE_TIMEZONE are passed on to the functions when set.
 ";
 
 const HOST: &str = "127.0.0.1";
+/// The Lambda functions `cargo lambda watch` serves (binary = function name).
+const FUNCTIONS: [&str; 3] = ["gasdetector", "dust", "temp"];
 /// Environment variables passed through to the functions when the user sets them.
 const PASS_THROUGH: &[&str] = &[
     "RULES",
@@ -137,15 +139,23 @@ pub fn run(args: &[String]) -> Result {
     };
 
     let profile = if options.release { "release" } else { "debug" };
-    let mut build = Command::new("cargo");
-    build
-        .current_dir(root())
-        .args(["build", "-p", "localstack", "--bin", "localstack"])
-        .args(["-p", "gasdetector", "-p", "dust", "-p", "temp"]);
-    if options.release {
-        build.arg("--release");
+    let release: &[&str] = if options.release { &["--release"] } else { &[] };
+    tools::run(
+        Command::new("cargo")
+            .current_dir(root())
+            .args(["build", "-p", "localstack", "--bin", "localstack"])
+            .args(release),
+    )?;
+    // Exactly what `cargo lambda watch` runs (`cargo run --bin <fn>` at the root, so the
+    // default members' feature set), so its first build of a function finds it fresh.
+    // Building the functions together with localstack would unify other features and
+    // make watch recompile on the first request (~20 s).
+    let mut functions = Command::new("cargo");
+    functions.current_dir(root()).arg("build").args(release);
+    for function in FUNCTIONS {
+        functions.args(["--bin", function]);
     }
-    tools::run(&mut build)?;
+    tools::run(&mut functions)?;
 
     let logs = root().join("target").join("dev");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
@@ -168,6 +178,7 @@ pub fn run(args: &[String]) -> Result {
             peers.wait_until("osmem-server", Duration::from_secs(30), &stop_rx, || {
                 http_status(&addr, "GET", "/", "").is_some_and(|s| s == 200)
             })?;
+            warm_up_osmem(&addr)?;
             url
         }
         (None, None) => unreachable!("osmem-server is installed when OPENSEARCH_URL is unset"),
@@ -181,25 +192,6 @@ pub fn run(args: &[String]) -> Result {
             "warning: could not apply the index templates to {opensearch_url}: {e}\n\
              (apply them by hand: cargo xtask opensearch-setup <url>)"
         ),
-    }
-
-    // The broker, the IoT endpoint and the gateway.
-    let localstack = root().join("target").join(profile).join("localstack");
-    let mut command = Command::new(&localstack);
-    command
-        .args(["--mqtt-port", &ports.mqtt.to_string()])
-        .args(["--iot-port", &ports.iot.to_string()])
-        .args(["--gateway-port", &ports.gateway.to_string()])
-        .args(["--invoke-url", &format!("http://{HOST}:{}", ports.watch)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    peers.spawn("localstack", &mut command)?;
-    for (port, what) in [
-        (ports.mqtt, "MQTT broker"),
-        (ports.iot, "IoT endpoint"),
-        (ports.gateway, "gateway"),
-    ] {
-        peers.wait_until(what, Duration::from_secs(30), &stop_rx, || port_open(port))?;
     }
 
     // The functions under cargo lambda watch, configured for the local peers.
@@ -253,6 +245,46 @@ pub fn run(args: &[String]) -> Result {
         &stop_rx,
         || port_open(ports.watch),
     )?;
+
+    // Start each function now (a request that changes nothing: GET answers 405), so the
+    // first request after "ready" runs a warm function instead of waiting for a build.
+    for function in FUNCTIONS {
+        let (done_tx, done_rx) = mpsc::channel();
+        let watch_port = ports.watch;
+        std::thread::spawn(move || {
+            let _ = done_tx.send(warm_up(watch_port, function));
+        });
+        let mut outcome = None;
+        peers.wait_until(function, Duration::from_secs(600), &stop_rx, || {
+            if let Ok(result) = done_rx.try_recv() {
+                outcome = Some(result);
+            }
+            outcome.is_some()
+        })?;
+        if let Some(Err(e)) = outcome {
+            return Err(e);
+        }
+    }
+
+    // The broker, the IoT endpoint and the gateway last: the gateway's port opens only
+    // once every function behind it answers.
+    let localstack = root().join("target").join(profile).join("localstack");
+    let mut command = Command::new(&localstack);
+    command
+        .args(["--mqtt-port", &ports.mqtt.to_string()])
+        .args(["--iot-port", &ports.iot.to_string()])
+        .args(["--gateway-port", &ports.gateway.to_string()])
+        .args(["--invoke-url", &format!("http://{HOST}:{}", ports.watch)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    peers.spawn("localstack", &mut command)?;
+    for (port, what) in [
+        (ports.mqtt, "MQTT broker"),
+        (ports.iot, "IoT endpoint"),
+        (ports.gateway, "gateway"),
+    ] {
+        peers.wait_until(what, Duration::from_secs(30), &stop_rx, || port_open(port))?;
+    }
 
     // `cargo lambda invoke` sends to [::1] by default; watch listens on 127.0.0.1 only
     // (loopback, never the LAN), so relay the IPv6 loopback port to it.
@@ -470,12 +502,61 @@ fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// Invokes `function` through watch's invoke API with a GET event and checks that the
+/// function itself answered (405). The first invoke makes watch start the function (and
+/// build it if the pre-build missed), so the wait is generous.
+fn warm_up(watch_port: u16, function: &str) -> Result {
+    let event = format!(
+        r#"{{"resource":"/{function}","path":"/{function}","httpMethod":"GET","headers":{{}},"multiValueHeaders":{{}},"queryStringParameters":null,"multiValueQueryStringParameters":null,"pathParameters":null,"stageVariables":null,"requestContext":{{"accountId":"123456789012","apiId":"local","resourceId":"local","stage":"local","requestId":"warm-up","resourcePath":"/{function}","httpMethod":"GET","path":"/local/{function}","protocol":"HTTP/1.1","identity":{{"sourceIp":"127.0.0.1"}}}},"body":null,"isBase64Encoded":false}}"#
+    );
+    let addr = format!("{HOST}:{watch_port}");
+    let path = format!("/2015-03-31/functions/{function}/invocations");
+    let (status, reply) = http_with_timeout(&addr, "POST", &path, &event, Duration::from_secs(600))
+        .ok_or_else(|| {
+            format!("no answer from {function} under cargo lambda watch (logs above)")
+        })?;
+    let answered_405 =
+        reply.contains("\"statusCode\":405") || reply.contains("\"statusCode\": 405");
+    if status != 200 || !answered_405 {
+        return Err(format!(
+            "{function} did not answer the warm-up request as expected (HTTP {status}): {reply}"
+        ));
+    }
+    Ok(())
+}
+
+/// osmem-server spends ~0.8 s on the first index it creates (any index); pay that now
+/// with a throwaway index (matched by no template, deleted at once), not in the first
+/// reading after "ready".
+fn warm_up_osmem(addr: &str) -> Result {
+    const INDEX: &str = "/xtask-warm-up";
+    for (method, expect) in [("PUT", 200), ("DELETE", 200)] {
+        match http(addr, method, INDEX, "") {
+            Some((status, _)) if status == expect => {}
+            other => {
+                return Err(format!(
+                    "warming up osmem-server: {method} {INDEX} answered {other:?}"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A minimal HTTP/1.1 request over std (plain `http://` only): status and body.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    http_with_timeout(addr, method, path, body, Duration::from_secs(10))
+}
+
+fn http_with_timeout(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\

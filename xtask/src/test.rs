@@ -18,6 +18,8 @@ pub fn run(_args: &[String]) -> Result {
         "-D",
         "warnings",
     ]))?;
+    // tests/tests/schemathesis.rs fuzzes the local stack from api/openapi.yaml.
+    tools::ensure_schemathesis()?;
     tools::run(cargo().args(["test", "--workspace"]))?;
     crate::infra::check(&[])?;
     // Licences, bans (one TLS stack) and sources, offline. The first run on a fresh

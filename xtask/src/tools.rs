@@ -1,5 +1,6 @@
 //! Finding and installing the tools the project runs: a project-local Python virtualenv
-//! under `target/venv` (cargo-lambda, osmem-server, moto, cfn-lint, aws-sam-cli) and npm
+//! under `target/venv` (cargo-lambda, osmem-server, moto, cfn-lint, aws-sam-cli,
+//! schemathesis) and npm
 //! packages from committed lockfiles.
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,14 @@ fn find_python() -> Result<&'static str> {
         }
     }
     Err("no python3 on PATH: install Python 3 with pip".into())
+}
+
+/// The contract fuzzer run by tests/tests/schemathesis.rs (which pins the same version).
+pub const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// schemathesis from PyPI into the project virtualenv.
+pub fn ensure_schemathesis() -> Result {
+    ensure_python_tools(&[(SCHEMATHESIS, "schemathesis")])
 }
 
 /// cargo-lambda from PyPI into the project virtualenv.

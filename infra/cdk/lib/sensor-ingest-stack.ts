@@ -1,7 +1,7 @@
 // The sensor ingest backend as a CDK stack: the same resources as infra/template.yaml (SAM).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
@@ -15,6 +15,7 @@ import * as opensearch from 'aws-cdk-lib/aws-opensearchservice';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
+import * as YAML from 'yaml';
 
 /** The three functions: crate (= package = binary) name, API route, default index, measures. */
 export const SENSORS = [
@@ -72,6 +73,26 @@ export interface SensorIngestStackProps extends StackProps {
   readonly repoRoot?: string;
 }
 
+/**
+ * api/openapi.yaml with each x-amazon-apigateway-integration `uri` (a CloudFormation
+ * `Fn::Sub` on `<Name>Function.Arn`, for SAM's AWS::Include) pointing at this stack's
+ * function instead. Fails on a route the stack has no function for.
+ */
+export function contractWithFunctions(repoRoot: string, functions: Record<string, lambda.IFunction>): unknown {
+  const document = YAML.parse(fs.readFileSync(path.join(repoRoot, 'api', 'openapi.yaml'), 'utf8'));
+  for (const [route, item] of Object.entries<Record<string, any>>(document.paths)) {
+    const fn = functions[route.replace(/^\//, '')];
+    if (!fn) throw new Error(`api/openapi.yaml: no function for ${route}`);
+    for (const operation of Object.values<Record<string, any>>(item)) {
+      const integration = operation['x-amazon-apigateway-integration'];
+      if (integration) {
+        integration.uri = `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}:lambda:path/2015-03-31/functions/${fn.functionArn}/invocations`;
+      }
+    }
+  }
+  return document;
+}
+
 /** Walks up from `start` to the directory holding functions/gasdetector/Cargo.toml. */
 export function findRepoRoot(start: string = __dirname): string {
   let dir = path.resolve(start);
@@ -85,7 +106,7 @@ export function findRepoRoot(start: string = __dirname): string {
 
 export class SensorIngestStack extends Stack {
   readonly functions: Record<string, RustFunction> = {};
-  readonly restApi: apigw.RestApi;
+  readonly restApi: apigw.SpecRestApi;
   readonly domain?: opensearch.Domain;
 
   constructor(scope: Construct, id: string, props: SensorIngestStackProps = {}) {
@@ -203,17 +224,23 @@ export class SensorIngestStack extends Stack {
     }
 
     // ------------------------------------------------------------ REST API with API keys
-    this.restApi = new apigw.RestApi(this, 'RestApi', {
+    // Built from the contract, api/openapi.yaml (as the SAM template is), so the documentation
+    // and the deployed API cannot drift: the routes, the x-api-key requirement and the
+    // 405 answers (x-amazon-apigateway-any-method) come from the document; only each
+    // integration's function ARN is filled in here.
+    this.restApi = new apigw.SpecRestApi(this, 'RestApi', {
       restApiName: `${this.stackName}-sensors`,
+      apiDefinition: apigw.ApiDefinition.fromInline(contractWithFunctions(repoRoot, this.functions)),
       endpointTypes: [apigw.EndpointType.REGIONAL],
       deployOptions: { stageName: props.stageName ?? 'v1' },
-      defaultMethodOptions: { apiKeyRequired: true },
       // Leave the account-wide API Gateway CloudWatch role alone.
       cloudWatchRole: false,
     });
     for (const sensor of SENSORS) {
-      this.restApi.root.addResource(sensor.name)
-        .addMethod('POST', new apigw.LambdaIntegration(this.functions[sensor.name], { allowTestInvoke: false }));
+      this.functions[sensor.name].addPermission(`${sensor.id}RestInvoke`, {
+        principal: new iam.ServicePrincipal('apigateway.amazonaws.com'),
+        sourceArn: this.restApi.arnForExecuteApi('*', `/${sensor.name}`, '*'),
+      });
     }
     const plan = this.restApi.addUsagePlan('UsagePlan', {
       description: 'Sensor boxes',

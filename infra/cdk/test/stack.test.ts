@@ -98,12 +98,33 @@ describe('default stack', () => {
     assert.ok(lookup[0].Properties.LoggingConfig?.LogGroup, 'the lookup logs to a log group with retention');
   });
 
-  it('routes POST /gasdetector, /dust, /temp on the REST API, each requiring an API key', () => {
-    for (const name of FUNCTIONS) template.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: name });
-    template.resourcePropertiesCountIs('AWS::ApiGateway::Method', {
-      HttpMethod: 'POST', ApiKeyRequired: true, Integration: { Type: 'AWS_PROXY' },
-    }, 3);
-    template.resourceCountIs('AWS::ApiGateway::Method', 3);
+  it('builds the REST API from api/openapi.yaml: POST /gasdetector, /dust, /temp, each requiring an API key', () => {
+    const apis = Object.values(template.findResources('AWS::ApiGateway::RestApi'));
+    assert.equal(apis.length, 1);
+    const body = apis[0].Properties.Body;
+    assert.match(body.openapi, /^3\.0/);
+    assert.deepEqual(body.security, [{ api_key: [] }]);
+    assert.equal(body.components.securitySchemes.api_key.name, 'x-api-key');
+    assert.equal(body['x-amazon-apigateway-api-key-source'], 'HEADER');
+    assert.deepEqual(Object.keys(body.paths).sort(), ['/dust', '/gasdetector', '/temp']);
+    for (const name of FUNCTIONS) {
+      const item = body.paths[`/${name}`];
+      for (const operation of [item.post, item['x-amazon-apigateway-any-method']]) {
+        const integration = operation['x-amazon-apigateway-integration'];
+        assert.equal(integration.type, 'aws_proxy');
+        assert.equal(integration.httpMethod, 'POST');
+        // This stack's function, not the SAM template's Fn::Sub.
+        const uri = JSON.stringify(integration.uri);
+        assert.ok(!uri.includes('Fn::Sub'), uri);
+        assert.ok(uri.includes(`${name[0].toUpperCase()}${name.slice(1)}Function`), uri);
+      }
+      assert.ok(item['x-amazon-apigateway-any-method'].responses['405'], 'other methods answer 405');
+      template.hasResourceProperties('AWS::Lambda::Permission', {
+        Principal: 'apigateway.amazonaws.com',
+        SourceArn: { 'Fn::Join': ['', Match.arrayWith([Match.stringLikeRegexp(`/\\*/\\*/${name}$`)])] },
+      });
+    }
+    template.resourceCountIs('AWS::ApiGateway::Method', 0);
     template.resourceCountIs('AWS::ApiGateway::ApiKey', 1);
     template.resourceCountIs('AWS::ApiGateway::UsagePlanKey', 1);
     template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {

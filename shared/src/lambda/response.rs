@@ -2,7 +2,7 @@
 
 use crate::ingest::pipeline::Outcome;
 use crate::lambda::request::RequestError;
-use lambda_http::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use lambda_http::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::{json, Value};
@@ -19,7 +19,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The HTTP response: JSON body, and `Retry-After` on a 503.
+    /// The HTTP response: JSON body, `Retry-After` on a 503, `Allow` on a 405 (RFC 9110
+    /// requires it; api/openapi.yaml documents it).
     pub fn to_response(&self) -> Response<Body> {
         let mut response = Response::new(Body::Text(self.body.to_string()));
         *response.status_mut() =
@@ -28,6 +29,9 @@ impl Reply {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(seconds) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == 405 {
+            headers.insert(ALLOW, HeaderValue::from_static("POST"));
         }
         response
     }
