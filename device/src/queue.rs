@@ -157,6 +157,34 @@ impl Queue {
         sql_error(&self.path, what, e)
     }
 
+    /// Runs `work` in one transaction (one fsync at commit); nothing of it stays on error.
+    fn in_transaction<T>(
+        &mut self,
+        what: &str,
+        work: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T, QueueError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sql_error(&path, "begin", e))?;
+        let value = work(&tx).map_err(|e| sql_error(&path, what, e))?;
+        tx.commit().map_err(|e| sql_error(&path, "commit", e))?;
+        Ok(value)
+    }
+
+    /// One value from a query without parameters; `None` when there is no row.
+    fn scalar<T: rusqlite::types::FromSql>(
+        &self,
+        what: &str,
+        sql: &str,
+    ) -> Result<Option<T>, QueueError> {
+        self.conn
+            .query_row(sql, [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(what, e))
+    }
+
     /// Stores readings durably in one transaction (one fsync). When the queue is over its
     /// bound afterwards, the oldest readings go first; returns how many were dropped.
     pub fn enqueue(&mut self, readings: &[QueuedReading]) -> Result<u64, QueueError> {
@@ -164,12 +192,7 @@ impl Queue {
             return Ok(0);
         }
         let max = i64::try_from(self.max_readings).unwrap_or(i64::MAX);
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| sql_error(&path, "begin", e))?;
-        let dropped = (|| -> rusqlite::Result<u64> {
+        self.in_transaction("enqueue", |tx| {
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO readings (route, doc_id, created_ms, body) VALUES (?1, ?2, ?3, ?4)",
@@ -198,23 +221,15 @@ impl Queue {
                 )?;
             }
             Ok(u64::try_from(over.max(0)).unwrap_or(0))
-        })()
-        .map_err(|e| sql_error(&path, "enqueue", e))?;
-        tx.commit().map_err(|e| sql_error(&path, "commit", e))?;
-        Ok(dropped)
+        })
     }
 
     /// The oldest reading's route and up to `max` readings of that route, oldest first.
     pub fn next_batch(&self, max: usize) -> Result<Vec<Entry>, QueueError> {
-        let route: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT route FROM readings ORDER BY created_ms, seq LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err("peek", e))?;
+        let route: Option<String> = self.scalar(
+            "peek",
+            "SELECT route FROM readings ORDER BY created_ms, seq LIMIT 1",
+        )?;
         let Some(route) = route else {
             return Ok(Vec::new());
         };
@@ -256,20 +271,13 @@ impl Queue {
 
     /// Removes sent readings (one transaction).
     pub fn remove(&mut self, seqs: &[i64]) -> Result<(), QueueError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| sql_error(&path, "begin", e))?;
-        let result = (|| -> rusqlite::Result<()> {
+        self.in_transaction("remove", |tx| {
             let mut delete = tx.prepare_cached("DELETE FROM readings WHERE seq = ?1")?;
             for seq in seqs {
                 delete.execute(params![seq])?;
             }
             Ok(())
-        })();
-        result.map_err(|e| sql_error(&path, "remove", e))?;
-        tx.commit().map_err(|e| sql_error(&path, "commit", e))
+        })
     }
 
     /// Moves readings the API refused as a whole (400/413) to the dead-letter table: kept,
@@ -281,12 +289,7 @@ impl Queue {
         reason: &str,
     ) -> Result<(), QueueError> {
         let now = Utc::now().timestamp_millis();
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| sql_error(&path, "begin", e))?;
-        let result = (|| -> rusqlite::Result<()> {
+        self.in_transaction("dead-letter", |tx| {
             let mut copy = tx.prepare_cached(
                 "INSERT OR REPLACE INTO dead_letters
                    (seq, route, doc_id, created_ms, body, status, reason, moved_ms)
@@ -298,9 +301,7 @@ impl Queue {
                 delete.execute(params![seq])?;
             }
             Ok(())
-        })();
-        result.map_err(|e| sql_error(&path, "dead-letter", e))?;
-        tx.commit().map_err(|e| sql_error(&path, "commit", e))
+        })
     }
 
     pub fn stats(&self) -> Result<QueueStats, QueueError> {
@@ -310,23 +311,13 @@ impl Queue {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(|e| self.err("stats", e))?;
-        let dead: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))
-            .map_err(|e| self.err("stats", e))?;
-        let dropped: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT value FROM counters WHERE name = 'dropped'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err("stats", e))?;
+        let dead: Option<i64> = self.scalar("stats", "SELECT COUNT(*) FROM dead_letters")?;
+        let dropped: Option<i64> =
+            self.scalar("stats", "SELECT value FROM counters WHERE name = 'dropped'")?;
         Ok(QueueStats {
             depth: depth.max(0) as u64,
             oldest: oldest.map(millis),
-            dead_letters: dead.max(0) as u64,
+            dead_letters: dead.unwrap_or(0).max(0) as u64,
             dropped: dropped.unwrap_or(0).max(0) as u64,
         })
     }

@@ -66,6 +66,33 @@ fn lines(count: usize) -> String {
     )
 }
 
+/// Waits until `n` readings of `group` are searchable and the agent's queue is empty.
+async fn indexed_and_drained(
+    agent: &mut ChildGuard,
+    peers: &Peers,
+    group: &str,
+    n: u64,
+    config: &Path,
+) {
+    eventually(
+        &format!("{n} readings indexed"),
+        Duration::from_secs(120),
+        || {
+            agent.assert_running();
+            let c = peers
+                .opensearch
+                .count("gasdetect", json!({"term": {"groupid": group}}));
+            async move { (c.await >= n).then_some(()) }
+        },
+    )
+    .await;
+    eventually("the queue to empty", WAIT, || {
+        let depth = queue_depth(config);
+        async move { (depth == Some(0)).then_some(()) }
+    })
+    .await;
+}
+
 /// The first invoke under `cargo lambda watch` may build the function: wait for it here,
 /// so the agent's own request timeouts measure the agent, not the compiler.
 async fn warm_up(port: u16) {
@@ -130,17 +157,7 @@ async fn every_reading_is_indexed_exactly_once_through_outages_and_kill_9() {
 
     // A third start drains the rest (and reads 300 more).
     let mut agent = start_agent(&config);
-    eventually("900 readings indexed", Duration::from_secs(120), || {
-        agent.assert_running();
-        let c = count(group.clone());
-        async move { (c.await >= 900).then_some(()) }
-    })
-    .await;
-    eventually("the queue to empty", WAIT, || {
-        let depth = queue_depth(&config);
-        async move { (depth == Some(0)).then_some(()) }
-    })
-    .await;
+    indexed_and_drained(&mut agent, &peers, &group, 900, &config).await;
     assert_eq!(count(group.clone()).await, 900, "each reading exactly once");
 
     // Bad lines: named, dropped, never queued; the agent keeps going.
@@ -150,17 +167,7 @@ async fn every_reading_is_indexed_exactly_once_through_outages_and_kill_9() {
                   echo '{\"no2\": 2}'; exec sleep 3600";
     let bad_config = write_config(dir.path(), "bad", gateway_port, &bad_group, script);
     let mut bad_agent = start_agent(&bad_config);
-    eventually("the two good readings indexed", WAIT, || {
-        bad_agent.assert_running();
-        let c = count(bad_group.clone());
-        async move { (c.await >= 2).then_some(()) }
-    })
-    .await;
-    eventually("the queue to empty", WAIT, || {
-        let depth = queue_depth(&bad_config);
-        async move { (depth == Some(0)).then_some(()) }
-    })
-    .await;
+    indexed_and_drained(&mut bad_agent, &peers, &bad_group, 2, &bad_config).await;
     bad_agent.assert_running();
     assert_eq!(count(bad_group).await, 2, "only the good lines");
     let queue = Command::new(AGENT)
