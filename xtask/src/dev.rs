@@ -24,6 +24,8 @@ usage: cargo xtask dev [options]
   --watch-port N        cargo lambda watch       (default 9000, env DEV_WATCH_PORT)
   --gateway-port N      API Gateway emulator     (default 3000, env DEV_GATEWAY_PORT)
   --release             build the functions in release mode
+  --box                 also run a simulated box (sensorbox with simulate sources for
+                        gasdetector, dust and temp, every 5 s) against the gateway
 
 With OPENSEARCH_URL set (e.g. https://admin:PASSWORD@localhost:9200 for the
 opensearchproject/opensearch container) no osmem-server is started; the functions use
@@ -59,6 +61,7 @@ struct Ports {
 struct Options {
     ports: Ports,
     release: bool,
+    simulated_box: bool,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
@@ -79,6 +82,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
             gateway: env_port("DEV_GATEWAY_PORT", 3000)?,
         },
         release: false,
+        simulated_box: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -89,6 +93,10 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
             }
             "--release" => {
                 options.release = true;
+                continue;
+            }
+            "--box" => {
+                options.simulated_box = true;
                 continue;
             }
             "--mqtt-port" => &mut options.ports.mqtt,
@@ -160,6 +168,14 @@ pub fn run(args: &[String]) -> Result {
         functions.args(["--bin", function]);
     }
     tools::run(&mut functions)?;
+    if options.simulated_box {
+        tools::run(
+            Command::new("cargo")
+                .current_dir(root())
+                .args(["build", "-p", "sensorbox", "--bin", "sensorbox"])
+                .args(release),
+        )?;
+    }
 
     let logs = root().join("target").join("dev");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
@@ -307,6 +323,9 @@ pub fn run(args: &[String]) -> Result {
 
     print_banner(ports, &opensearch_url, invoke_flag);
     start_no_data_schedule(ports.watch);
+    if options.simulated_box {
+        start_simulated_box(&mut peers, ports.gateway, profile, &logs)?;
+    }
 
     // Serve until Ctrl-C or until a peer dies.
     loop {
@@ -354,6 +373,41 @@ fn start_no_data_schedule(watch_port: u16) {
             }
         }
     });
+}
+
+/// A box with the three routes on simulated sources, its queue under target/dev/box. Its
+/// log (one line per send) goes to the terminal, so the readings are seen flowing in.
+fn start_simulated_box(peers: &mut Peers, gateway: u16, profile: &str, logs: &Path) -> Result {
+    let dir = logs.join("box");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let config = dir.join("config.toml");
+    let mut text = format!(
+        "api_url = \"http://{HOST}:{gateway}\"\ngroupid = \"box-1\"\n\
+         gps = \"37.61002501514269, 126.99636868892937\"\nthing_name = \"sensorbox-box-1\"\n\
+         clock = \"system\"\n[queue]\npath = \"{}\"\n",
+        dir.join("queue.db").display()
+    );
+    for (seed, route) in FUNCTIONS.iter().enumerate() {
+        text.push_str(&format!(
+            "[[sensor]]\nroute = \"{route}\"\ninterval_s = 5\nsource = {{ kind = \"simulate\", seed = {seed} }}\n"
+        ));
+    }
+    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let agent = root().join("target").join(profile).join("sensorbox");
+    let mut command = Command::new(agent);
+    command
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "sensorbox=info")
+        .stdin(Stdio::null());
+    peers.spawn("sensorbox (simulated box, group box-1)", &mut command)?;
+    println!(
+        "simulated box: group box-1, gasdetector/dust/temp every 5 s, config {}\n  \
+         queue: target/{profile}/sensorbox --config {} queue\n",
+        config.display(),
+        config.display()
+    );
+    Ok(())
 }
 
 /// Listens on `[::1]:port` and pipes every connection to `127.0.0.1:port`, on threads that

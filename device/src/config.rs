@@ -1,0 +1,472 @@
+//! The agent's configuration: one TOML file (`--config`, default
+//! `/etc/sensorbox/config.toml`) with `SENSORBOX_*` environment overrides
+//! (`SENSORBOX_API_URL`, `SENSORBOX_QUEUE__PATH`: `__` separates a section from its key).
+//!
+//! Parse, don't validate: [`Config::load`] turns the file into types that cannot hold a bad
+//! value (a checked group id, known sensors and measures, a URL, positive intervals), and
+//! every refusal names the key, so `sensorbox check-config` can tell a person which line to
+//! fix.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use shared::domain::group_id::GroupId;
+use shared::domain::location::Location;
+use shared::domain::measure::Measure;
+use shared::Sensor;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/sensorbox/config.toml";
+
+/// A configuration problem, naming the key (`sensor[0].interval_s`) and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- the file as written (serde), before validation ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    api_url: Option<String>,
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    groupid: Option<serde_json::Value>,
+    gps: Option<String>,
+    thing_name: Option<String>,
+    #[serde(default)]
+    clock: ClockPolicy,
+    #[serde(default)]
+    request_timeout_s: Option<u64>,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default, rename = "sensor")]
+    sensors: Vec<RawSensor>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    path: Option<PathBuf>,
+    max_readings: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensor {
+    route: String,
+    interval_s: Option<u64>,
+    source: SourceSpec,
+    #[serde(default)]
+    measures: BTreeMap<String, RawMeasure>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeasure {
+    sensorid: Option<String>,
+    sensortype: Option<String>,
+}
+
+// ---- the validated configuration ----
+
+/// When the system clock may be trusted for `createdtime`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockPolicy {
+    /// Wait until the kernel says NTP synchronised the clock (a Pi has no RTC).
+    #[default]
+    Ntp,
+    /// Trust the system clock (a host with a real-time clock, a laptop, a container whose
+    /// host keeps time); times before the build floor are still refused.
+    System,
+}
+
+/// Where a sensor's lines come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// An executable printing one JSON object per line (the boxes' existing scripts).
+    Command { command: Vec<String> },
+    /// The same line protocol from a serial device (set its speed with `stty` first).
+    Serial { path: PathBuf },
+    /// A deterministic random walk that crosses each threshold now and then.
+    Simulate {
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Lines on the agent's standard input.
+    Stdin,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_url: reqwest::Url,
+    pub api_key: Option<String>,
+    pub group: GroupId,
+    pub gps: Option<String>,
+    pub thing_name: String,
+    pub clock: ClockPolicy,
+    pub request_timeout: Duration,
+    pub queue: QueueConfig,
+    pub sensors: Vec<SensorConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub path: PathBuf,
+    pub max_readings: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SensorConfig {
+    pub route: Sensor,
+    pub interval: Duration,
+    pub source: SourceSpec,
+    /// sensorid / sensortype per measure, written into every reading.
+    pub labels: BTreeMap<Measure, MeasureLabels>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeasureLabels {
+    pub sensorid: Option<String>,
+    pub sensortype: Option<String>,
+}
+
+const DEFAULT_QUEUE_PATH: &str = "/var/lib/sensorbox/queue.db";
+const DEFAULT_MAX_READINGS: u64 = 500_000;
+const DEFAULT_INTERVAL_S: u64 = 30;
+const DEFAULT_TIMEOUT_S: u64 = 10;
+
+impl Config {
+    /// Reads `path` and the `SENSORBOX_*` environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::new(
+                "",
+                format!("config file {} does not exist", path.display()),
+            ));
+        }
+        Self::from_figment(
+            Figment::new()
+                .merge(Toml::file(path))
+                .merge(Env::prefixed("SENSORBOX_").split("__")),
+        )
+    }
+
+    /// Parses TOML text (tests).
+    #[cfg(test)]
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let message = e.kind.to_string();
+            ConfigError::new(key, message)
+        })?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let api_url = self
+            .api_url
+            .ok_or_else(|| ConfigError::new("api_url", "missing: the API's base URL"))?;
+        let api_url = reqwest::Url::parse(api_url.trim_end_matches('/'))
+            .map_err(|e| ConfigError::new("api_url", format!("not a URL: {e}")))?;
+        if !matches!(api_url.scheme(), "http" | "https") {
+            return Err(ConfigError::new("api_url", "must be http:// or https://"));
+        }
+        let api_key = match (self.api_key, self.api_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "api_key_file",
+                    "set api_key or api_key_file, not both",
+                ))
+            }
+            (Some(key), None) => Some(key),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        ConfigError::new(
+                            "api_key_file",
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if api_key.as_deref() == Some("") {
+            return Err(ConfigError::new("api_key", "empty"));
+        }
+        let groupid = self
+            .groupid
+            .ok_or_else(|| ConfigError::new("groupid", "missing"))?;
+        let group = GroupId::from_json(&groupid)
+            .map_err(|e| ConfigError::new("groupid", e.message().to_string()))?;
+        if let Some(gps) = &self.gps {
+            Location::parse(gps).map_err(|e| ConfigError::new("gps", e.message().to_string()))?;
+        }
+        let thing_name = self
+            .thing_name
+            .unwrap_or_else(|| format!("sensorbox-{}", group.as_str()));
+        if thing_name.is_empty()
+            || thing_name.len() > 128
+            || !thing_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'))
+        {
+            return Err(ConfigError::new(
+                "thing_name",
+                "1 to 128 characters of [a-zA-Z0-9:_-] (an IoT thing name)",
+            ));
+        }
+        let request_timeout = positive_secs(
+            "request_timeout_s",
+            self.request_timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
+        )?;
+        let queue = QueueConfig {
+            path: self
+                .queue
+                .path
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_QUEUE_PATH)),
+            max_readings: match self.queue.max_readings.unwrap_or(DEFAULT_MAX_READINGS) {
+                0 => return Err(ConfigError::new("queue.max_readings", "must be at least 1")),
+                n => n,
+            },
+        };
+        if self.sensors.is_empty() {
+            return Err(ConfigError::new(
+                "sensor",
+                "no [[sensor]] configured: nothing to read",
+            ));
+        }
+        let sensors = self
+            .sensors
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.validate(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            api_url,
+            api_key,
+            group,
+            gps: self.gps,
+            thing_name,
+            clock: self.clock,
+            request_timeout,
+            queue,
+            sensors,
+        })
+    }
+}
+
+impl RawSensor {
+    fn validate(self, index: usize) -> Result<SensorConfig, ConfigError> {
+        let key = |k: &str| format!("sensor[{index}].{k}");
+        let route = Sensor::parse(&self.route).ok_or_else(|| {
+            ConfigError::new(
+                key("route"),
+                format!(
+                    "unknown route `{}`; expected gasdetector, dust or temp",
+                    self.route
+                ),
+            )
+        })?;
+        let interval = positive_secs(
+            &key("interval_s"),
+            self.interval_s.unwrap_or(DEFAULT_INTERVAL_S),
+        )?;
+        match &self.source {
+            SourceSpec::Command { command } if command.first().is_none_or(|p| p.is_empty()) => {
+                return Err(ConfigError::new(
+                    key("source.command"),
+                    "a command as a list, e.g. [\"python3\", \"/opt/read_gas.py\"]",
+                ))
+            }
+            _ => {}
+        }
+        let mut labels = BTreeMap::new();
+        for (name, raw) in self.measures {
+            let measure = route.measure_named(&name).ok_or_else(|| {
+                let expected: Vec<&str> = route.measures().iter().map(|m| m.name()).collect();
+                ConfigError::new(
+                    key(&format!("measures.{name}")),
+                    format!(
+                        "`{name}` is not a measure of {route}; expected one of {}",
+                        expected.join(", ")
+                    ),
+                )
+            })?;
+            labels.insert(
+                measure,
+                MeasureLabels {
+                    sensorid: raw.sensorid,
+                    sensortype: raw.sensortype,
+                },
+            );
+        }
+        Ok(SensorConfig {
+            route,
+            interval,
+            source: self.source,
+            labels,
+        })
+    }
+}
+
+fn positive_secs(key: &str, secs: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 || secs > 86_400 {
+        return Err(ConfigError::new(key, "between 1 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+api_url = "http://127.0.0.1:3000/"
+api_key = "k"
+groupid = "2"
+gps = "37.61, 126.99"
+[queue]
+path = "/tmp/q.db"
+max_readings = 100
+[[sensor]]
+route = "gasdetector"
+interval_s = 5
+source = { kind = "simulate", seed = 7 }
+[sensor.measures.no2]
+sensorid = "0006"
+sensortype = "9"
+"#;
+
+    fn error_key(text: &str) -> String {
+        match Config::from_toml(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.key,
+        }
+    }
+
+    #[test]
+    fn a_good_file_parses_into_types() {
+        let config = Config::from_toml(GOOD).expect("valid");
+        assert_eq!(config.api_url.as_str(), "http://127.0.0.1:3000/");
+        assert_eq!(config.group.as_str(), "2");
+        assert_eq!(config.thing_name, "sensorbox-2");
+        assert_eq!(config.queue.max_readings, 100);
+        assert_eq!(config.sensors[0].route, Sensor::Gasdetector);
+        assert_eq!(config.sensors[0].interval, Duration::from_secs(5));
+        assert_eq!(config.clock, ClockPolicy::Ntp);
+    }
+
+    #[test]
+    fn every_bad_value_names_its_key() {
+        let cases = [
+            (
+                "api_url = \"http://127.0.0.1:3000/\"",
+                "api_url = \"nope\"",
+                "api_url",
+            ),
+            ("groupid = \"2\"", "groupid = \"a/b\"", "groupid"),
+            ("gps = \"37.61, 126.99\"", "gps = \"91, 0\"", "gps"),
+            (
+                "max_readings = 100",
+                "max_readings = 0",
+                "queue.max_readings",
+            ),
+            (
+                "max_readings = 100",
+                "max_readings = \"many\"",
+                "queue.max_readings",
+            ),
+            (
+                "route = \"gasdetector\"",
+                "route = \"gas\"",
+                "sensor[0].route",
+            ),
+            ("interval_s = 5", "interval_s = 0", "sensor[0].interval_s"),
+            (
+                "[sensor.measures.no2]",
+                "[sensor.measures.n02]",
+                "sensor[0].measures.n02",
+            ),
+            ("api_key = \"k\"", "api_key = \"k\"\napi_kee = \"x\"", ""),
+        ];
+        for (from, to, key) in cases {
+            let text = GOOD.replace(from, to);
+            let got = error_key(&text);
+            if key.is_empty() {
+                // an unknown top-level key: figment reports it at the root
+                let err = Config::from_toml(&text).expect_err("unknown key");
+                assert!(err.message.contains("api_kee"), "{err}");
+            } else {
+                assert_eq!(got, key, "for {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_essentials_are_named() {
+        assert_eq!(error_key(&GOOD.replace("groupid = \"2\"", "")), "groupid");
+        assert_eq!(
+            error_key(&GOOD.replace("api_url = \"http://127.0.0.1:3000/\"", "")),
+            "api_url"
+        );
+        let no_sensor = GOOD.split("[[sensor]]").next().unwrap_or_default();
+        assert_eq!(error_key(no_sensor), "sensor");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../config.example.toml").replace(
+            "api_key_file = \"/etc/sensorbox/api-key\"",
+            "api_key = \"k\"",
+        );
+        let config = Config::from_toml(&text).expect("the example parses");
+        assert_eq!(config.sensors.len(), 3);
+        assert_eq!(config.queue.path, PathBuf::from(DEFAULT_QUEUE_PATH));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let figment = Figment::new().merge(Toml::string(GOOD)).merge(
+            figment::providers::Serialized::default("queue.max_readings", 7),
+        );
+        let config = Config::from_figment(figment).expect("valid");
+        assert_eq!(config.queue.max_readings, 7);
+    }
+}

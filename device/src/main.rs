@@ -1,0 +1,146 @@
+//! `sensorbox`: the box agent. See docs/box.md.
+
+mod agent;
+mod clock;
+mod config;
+mod queue;
+mod reading;
+mod sender;
+mod source;
+
+use config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: sensorbox [--config PATH] [run | check-config | queue | status]
+
+  run           read the sensors, queue every reading, send them (the default)
+  check-config  validate the configuration and name the bad key
+  queue         queue depth, oldest reading, dead letters
+  status        last send, sender state (for a person at the box)
+
+--config defaults to /etc/sensorbox/config.toml; SENSORBOX_* variables override it
+(SENSORBOX_API_URL, SENSORBOX_QUEUE__PATH, ...).
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut path = PathBuf::from(config::DEFAULT_PATH);
+    let mut command = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(p) => path = PathBuf::from(p),
+                None => return usage("--config needs a path"),
+            },
+            "-h" | "--help" | "help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other if command.is_none() && !other.starts_with('-') => {
+                command = Some(other.to_string())
+            }
+            other => return usage(&format!("unexpected argument `{other}`")),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sensorbox: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command.as_deref().unwrap_or("run") {
+        "run" => run(config),
+        "check-config" => {
+            println!(
+                "{}: ok (group {}, thing {}, {} sensor(s), queue {})",
+                path.display(),
+                config.group.as_str(),
+                config.thing_name,
+                config.sensors.len(),
+                config.queue.path.display()
+            );
+            Ok(())
+        }
+        "queue" => show_queue(&config),
+        "status" => show_status(&config),
+        other => return usage(&format!("unknown command `{other}`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sensorbox: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(problem: &str) -> ExitCode {
+    eprintln!("sensorbox: {problem}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn run(config: Config) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(agent::run(config))
+}
+
+fn show_queue(config: &Config) -> Result<(), String> {
+    let queue = queue::Queue::open_read_only(&config.queue.path).map_err(|e| e.to_string())?;
+    let stats = queue.stats().map_err(|e| e.to_string())?;
+    println!("queue        {}", config.queue.path.display());
+    println!(
+        "depth        {} of at most {}",
+        stats.depth, config.queue.max_readings
+    );
+    println!(
+        "oldest       {}",
+        stats
+            .oldest
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("dropped      {} (queue full, oldest first)", stats.dropped);
+    println!("dead letters {}", stats.dead_letters);
+    for dead in queue.dead_letters(20).map_err(|e| e.to_string())? {
+        println!(
+            "  #{} {} {} HTTP {} at {}: {}",
+            dead.seq,
+            dead.route,
+            dead.doc_id,
+            dead.status,
+            dead.moved_at.to_rfc3339(),
+            dead.reason
+        );
+    }
+    Ok(())
+}
+
+fn show_status(config: &Config) -> Result<(), String> {
+    let queue = queue::Queue::open_read_only(&config.queue.path).map_err(|e| e.to_string())?;
+    let stats = queue.stats().map_err(|e| e.to_string())?;
+    println!(
+        "group {} thing {}",
+        config.group.as_str(),
+        config.thing_name
+    );
+    println!("queued {} dead letters {}", stats.depth, stats.dead_letters);
+    for (name, value) in queue.status().map_err(|e| e.to_string())? {
+        println!("{name:<12} {value}");
+    }
+    Ok(())
+}
