@@ -74,8 +74,11 @@ pub fn subscriber<W>(settings: &LogSettings, writer: W) -> Box<dyn Subscriber + 
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    // No colour codes: CloudWatch shows them raw, and another crate of the workspace
+    // turning tracing-subscriber's `ansi` feature on must not change what is logged.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(settings.env_filter())
+        .with_ansi(false)
         .with_writer(writer);
     match settings.format {
         LogFormat::Json => Box::new(
