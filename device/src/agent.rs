@@ -169,7 +169,7 @@ async fn write_readings(
     // Built readings not yet committed (kept across a failed write, retried next tick).
     let mut pending: Vec<QueuedReading> = Vec::new();
     // The last time stamped per sensor: the document id includes the time, so two lines of
-    // one sensor must never share a millisecond (a fast script could print both at once).
+    // one sensor must never share a stamp (a fast script could print both at once).
     let mut last_stamp: Vec<Option<chrono::DateTime<Utc>>> = vec![None; builders.len()];
     let mut warned = false;
     loop {
@@ -216,12 +216,12 @@ async fn write_readings(
             };
             let age = chrono::Duration::from_std(taken.saturating_duration_since(line.at))
                 .unwrap_or_default();
-            // Whole milliseconds, as written into `createdtime`, before comparing.
-            let taken_ms = (now - age).timestamp_millis();
-            let mut stamp = chrono::DateTime::<Utc>::from_timestamp_millis(taken_ms).unwrap_or(now);
+            // Whole microseconds, as written into `createdtime`, before comparing.
+            let taken_us = (now - age).timestamp_micros();
+            let mut stamp = chrono::DateTime::<Utc>::from_timestamp_micros(taken_us).unwrap_or(now);
             if let Some(last) = last_stamp.get(line.sensor).copied().flatten() {
                 if stamp <= last {
-                    stamp = last + chrono::Duration::milliseconds(1);
+                    stamp = last + chrono::Duration::microseconds(1);
                 }
             }
             if let Some(slot) = last_stamp.get_mut(line.sensor) {

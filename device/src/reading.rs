@@ -60,8 +60,10 @@ impl ReadingBuilder {
                 "a line must be a JSON object of measures, e.g. {\"no2\": 52.0}",
             ));
         };
-        // Milliseconds: two readings of one sensor in the same second must not share an id.
-        let stamp = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+        // Microseconds: two readings of one sensor in the same second must not share an id,
+        // and the agent's bump for lines read at the same instant (1 us each) must stay far
+        // below the time a restart takes, or a restarted agent could reuse a stamp.
+        let stamp = now.to_rfc3339_opts(SecondsFormat::Micros, true);
         let mut reading = Map::new();
         reading.insert("groupid".into(), Value::String(self.group.as_str().into()));
         if let Some(gps) = &self.gps {
@@ -152,7 +154,7 @@ mod tests {
         assert_eq!(body["no2"]["sensorid"], "0006");
         assert_eq!(body["no2"]["sensortype"], "9");
         assert_eq!(body["co"]["sensorid"], "box-2");
-        assert_eq!(body["co"]["createdtime"], "2026-12-01T10:00:00.000Z");
+        assert_eq!(body["co"]["createdtime"], "2026-12-01T10:00:00.000000Z");
         assert_eq!(built.created, now());
         assert_eq!(built.route, Sensor::Gasdetector);
     }
