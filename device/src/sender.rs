@@ -32,12 +32,13 @@ pub struct Judgement {
     pub notes: Vec<String>,
 }
 
-/// The answer to one request: `None` status for network errors and timeouts.
+/// The answer to one request: `None` status for network errors and timeouts; `parsed` is
+/// the body when it was JSON.
 pub fn judge(
     entries: &[Entry],
     batch: bool,
     status: Option<u16>,
-    body: &str,
+    parsed: Option<&Value>,
     retry_after: Option<Duration>,
 ) -> Judgement {
     let all = || entries.iter().map(|e| e.seq).collect::<Vec<_>>();
@@ -47,8 +48,7 @@ pub fn judge(
         j.back_off = Some(None);
         return j;
     };
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let reason = || match &parsed {
+    let reason = || match parsed {
         Some(v) => {
             let field = v.get("field").and_then(Value::as_str).unwrap_or("");
             let message = v
@@ -64,7 +64,6 @@ pub fn judge(
         None => format!("HTTP {status}"),
     };
     let items = parsed
-        .as_ref()
         .and_then(|v| v.get("items"))
         .and_then(Value::as_array);
     match status {
@@ -139,9 +138,8 @@ pub fn judge(
 }
 
 /// "stored 498, already_stored 2" from a batch answer, for the log.
-fn tally_items(body: &str) -> Option<String> {
-    let parsed: Value = serde_json::from_str(body).ok()?;
-    let items = parsed.get("items")?.as_array()?;
+fn tally_items(parsed: Option<&Value>) -> Option<String> {
+    let items = parsed?.get("items")?.as_array()?;
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for status in items
         .iter()
@@ -283,7 +281,8 @@ impl Sender {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
                 let text = response.text().await.unwrap_or_default();
-                let tally = tally_items(&text);
+                let parsed: Option<Value> = serde_json::from_str(&text).ok();
+                let tally = tally_items(parsed.as_ref());
                 tracing::info!(
                     route,
                     status,
@@ -292,7 +291,7 @@ impl Sender {
                     items = tally.as_deref().unwrap_or("-"),
                     "sent"
                 );
-                judge(entries, batch, Some(status), &text, retry_after)
+                judge(entries, batch, Some(status), parsed.as_ref(), retry_after)
             }
             Err(e) => {
                 let mut cause = e.to_string();
@@ -308,7 +307,7 @@ impl Sender {
                     "failed"
                 };
                 tracing::warn!(route, readings = entries.len(), "send {kind}: {cause}");
-                judge(entries, batch, None, "", None)
+                judge(entries, batch, None, None, None)
             }
         }
     }
@@ -362,6 +361,18 @@ mod tests {
     use chrono::Utc;
     use shared::Sensor;
 
+    /// `judge` of an answer given as text, as it comes off the wire.
+    fn judge_text(
+        entries: &[Entry],
+        batch: bool,
+        status: Option<u16>,
+        body: &str,
+        retry_after: Option<Duration>,
+    ) -> Judgement {
+        let parsed: Option<Value> = serde_json::from_str(body).ok();
+        judge(entries, batch, status, parsed.as_ref(), retry_after)
+    }
+
     fn entries(n: i64) -> Vec<Entry> {
         (1..=n)
             .map(|seq| Entry {
@@ -377,10 +388,10 @@ mod tests {
     #[test]
     fn single_answers() {
         let one = entries(1);
-        let j = judge(&one, false, Some(200), r#"{"status":"ok"}"#, None);
+        let j = judge_text(&one, false, Some(200), r#"{"status":"ok"}"#, None);
         assert_eq!((j.remove, j.back_off), (vec![1], None));
 
-        let j = judge(
+        let j = judge_text(
             &one,
             false,
             Some(400),
@@ -393,22 +404,22 @@ mod tests {
         );
         assert!(j.remove.is_empty() && j.keep.is_empty());
 
-        let j = judge(&one, false, Some(413), "", None);
+        let j = judge_text(&one, false, Some(413), "", None);
         assert_eq!(j.dead[0].1, 413);
 
         for status in [429, 500, 502, 503, 504] {
-            let j = judge(&one, false, Some(status), "", Some(Duration::from_secs(2)));
+            let j = judge_text(&one, false, Some(status), "", Some(Duration::from_secs(2)));
             assert_eq!(j.keep, vec![1], "{status}");
             assert_eq!(j.back_off, Some(Some(Duration::from_secs(2))), "{status}");
         }
 
-        let j = judge(&one, false, None, "", None);
+        let j = judge_text(&one, false, None, "", None);
         assert_eq!((j.keep, j.back_off), (vec![1], Some(None)));
 
-        let j = judge(&one, false, Some(403), r#"{"message":"Forbidden"}"#, None);
+        let j = judge_text(&one, false, Some(403), r#"{"message":"Forbidden"}"#, None);
         assert!(j.stop.is_some() && j.keep == vec![1] && j.dead.is_empty());
 
-        let j = judge(&one, false, Some(404), "", None);
+        let j = judge_text(&one, false, Some(404), "", None);
         assert!(j.keep == vec![1] && j.dead.is_empty() && j.back_off.is_some());
     }
 
@@ -419,7 +430,7 @@ mod tests {
             {"index":0,"status":"stored","id":"a"},
             {"index":1,"status":"invalid","field":"co.value","message":"bad"},
             {"index":2,"status":"retry","id":"c"}]}"#;
-        let j = judge(&three, true, Some(503), body, Some(Duration::from_secs(1)));
+        let j = judge_text(&three, true, Some(503), body, Some(Duration::from_secs(1)));
         assert_eq!(j.remove, vec![1, 2]);
         assert_eq!(j.keep, vec![3]);
         assert_eq!(j.back_off, Some(Some(Duration::from_secs(1))));
@@ -427,14 +438,14 @@ mod tests {
 
         let ok = r#"{"status":"ok","items":[{"index":0,"status":"already_stored"},
             {"index":1,"status":"stored"},{"index":2,"status":"stored"}]}"#;
-        let j = judge(&three, true, Some(200), ok, None);
+        let j = judge_text(&three, true, Some(200), ok, None);
         assert_eq!((j.remove, j.back_off), (vec![1, 2, 3], None));
 
-        let j = judge(&three, true, Some(413), "", None);
+        let j = judge_text(&three, true, Some(413), "", None);
         assert!(j.split && j.dead.is_empty() && j.keep.len() == 3);
 
         // A 503 from something in front of the function: no items, keep everything.
-        let j = judge(&three, true, Some(503), "<html>", None);
+        let j = judge_text(&three, true, Some(503), "<html>", None);
         assert_eq!(j.keep, vec![1, 2, 3]);
     }
 

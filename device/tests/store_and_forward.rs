@@ -3,7 +3,10 @@
 //! osmem-server. Outages, `kill -9` while queueing and while draining, and bad source
 //! lines: every good reading is indexed exactly once, nothing else is.
 
-use integration_tests::{eventually, free_port, start_watch, ChildGuard, Peers, WAIT};
+use integration_tests::{
+    eventually, free_port, sensorbox_queue_depth, start_watch, wait_for_gasdetector, ChildGuard,
+    Peers, WAIT,
+};
 use localstack::{Gateway, GatewayConfig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -45,19 +48,8 @@ fn start_agent(config: &Path) -> ChildGuard {
     )
 }
 
-/// `sensorbox queue`'s depth line, read beside the running agent.
 fn queue_depth(config: &Path) -> Option<u64> {
-    let out = Command::new(AGENT)
-        .args(["--config"])
-        .arg(config)
-        .arg("queue")
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("depth"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    sensorbox_queue_depth(Path::new(AGENT), config)
 }
 
 fn lines(count: usize) -> String {
@@ -90,25 +82,6 @@ async fn indexed_and_drained(
         let depth = queue_depth(config);
         async move { (depth == Some(0)).then_some(()) }
     })
-    .await;
-}
-
-/// The first invoke under `cargo lambda watch` may build the function: wait for it here,
-/// so the agent's own request timeouts measure the agent, not the compiler.
-async fn warm_up(port: u16) {
-    shared::adapters::tls::install_crypto_provider();
-    let http = reqwest::Client::new();
-    eventually(
-        "the function to answer",
-        integration_tests::WATCH_BUILD,
-        || {
-            let request = http
-                .post(format!("http://127.0.0.1:{port}/gasdetector"))
-                .body("[]")
-                .send();
-            async move { request.await.ok().filter(|r| r.status() == 400).map(|_| ()) }
-        },
-    )
     .await;
 }
 
@@ -146,7 +119,7 @@ async fn every_reading_is_indexed_exactly_once_through_outages_and_kill_9() {
     )
     .await
     .expect("gateway");
-    warm_up(gateway_port).await;
+    wait_for_gasdetector(gateway_port).await;
     let agent = start_agent(&config);
     eventually("the drain to start", Duration::from_secs(120), || {
         let c = count(group.clone());

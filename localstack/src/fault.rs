@@ -61,6 +61,14 @@ pub struct FaultConfig {
 impl FaultConfig {
     /// 429, 500, 503, resets before and after forwarding, and answers `slow` late.
     pub fn standard(rate: f64, seed: u64, slow: Duration) -> FaultConfig {
+        let mut config = FaultConfig::failing(rate, seed);
+        config.faults.push(Fault::Slow(slow));
+        config
+    }
+
+    /// 429, 500, 503 and resets before and after forwarding: every fault that fails a
+    /// call, none that only delays it.
+    pub fn failing(rate: f64, seed: u64) -> FaultConfig {
         FaultConfig {
             rate,
             seed,
@@ -70,7 +78,6 @@ impl FaultConfig {
                 Fault::Status(503),
                 Fault::ResetBeforeForward,
                 Fault::ResetAfterForward,
-                Fault::Slow(slow),
             ],
         }
     }

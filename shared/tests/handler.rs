@@ -146,27 +146,27 @@ async fn by_default_the_warning_is_an_alarm_transition_with_the_clock_skew() {
     assert!(doc["clock_skew_s"].as_i64().unwrap() > 3 * 365 * 86_400);
 }
 
-#[tokio::test]
-async fn duplicate_post_stores_one_document_and_warns_again_with_alarm_mode_every() {
-    let h = harness_with(Sensor::Gasdetector, EVERY);
+/// Posts one breaching reading twice: both answered 200 with the same id, one document.
+async fn post_the_same_warning_twice(h: &Harness) {
     let body = seed_with_no2_95();
     let first = json_of(&h.app.handle(post("/gasdetector", body.clone())).await);
     let second = h.app.handle(post("/gasdetector", body)).await;
     assert_eq!(second.status(), 200);
     assert_eq!(json_of(&second)["id"], first["id"]);
-    assert_eq!(doc_count(&h), 1);
+    assert_eq!(doc_count(h), 1);
+}
+
+#[tokio::test]
+async fn duplicate_post_stores_one_document_and_warns_again_with_alarm_mode_every() {
+    let h = harness_with(Sensor::Gasdetector, EVERY);
+    post_the_same_warning_twice(&h).await;
     assert_eq!(h.sent().len(), 2, "warnings are at-least-once");
 }
 
 #[tokio::test]
 async fn duplicate_post_applies_once_by_default() {
     let h = harness(Sensor::Gasdetector);
-    let body = seed_with_no2_95();
-    let first = json_of(&h.app.handle(post("/gasdetector", body.clone())).await);
-    let second = h.app.handle(post("/gasdetector", body)).await;
-    assert_eq!(second.status(), 200);
-    assert_eq!(json_of(&second)["id"], first["id"]);
-    assert_eq!(doc_count(&h), 1);
+    post_the_same_warning_twice(&h).await;
     assert_eq!(h.sent().len(), 1, "one transition, delivered once");
 }
 

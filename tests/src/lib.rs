@@ -644,3 +644,34 @@ pub async fn check_shadow_contract(client: &aws_sdk_iotdataplane::Client, thing:
         .as_service_error()
         .is_some_and(|e| e.is_resource_not_found_exception()));
 }
+
+/// The queue depth `sensorbox queue` reports for the agent binary `agent` with `config`
+/// (it opens the queue read-only, beside a running agent); `None` if it cannot say.
+pub fn sensorbox_queue_depth(agent: &Path, config: &Path) -> Option<u64> {
+    let out = Command::new(agent)
+        .arg("--config")
+        .arg(config)
+        .arg("queue")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("depth"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Waits until `gasdetector` answers behind the local gateway on `port`: the first invoke
+/// under `cargo lambda watch` may build the function, so callers that time requests wait
+/// here first. An empty batch is the function's own 400 (the gateway's 503 is not).
+pub async fn wait_for_gasdetector(port: u16) {
+    let http = reqwest::Client::new();
+    eventually("the function to answer", WATCH_BUILD, || {
+        let request = http
+            .post(format!("http://127.0.0.1:{port}/gasdetector"))
+            .body("[]")
+            .send();
+        async move { request.await.ok().filter(|r| r.status() == 400).map(|_| ()) }
+    })
+    .await;
+}

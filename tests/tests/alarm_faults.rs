@@ -6,7 +6,7 @@
 //! shadow must end in `normal`.
 
 use integration_tests::{app_with, gas_reading, post, Peers, Subscriber};
-use localstack::fault::{Fault, FaultConfig, FaultProxy};
+use localstack::fault::{FaultConfig, FaultProxy};
 use std::collections::BTreeMap;
 
 const GROUPS: usize = 3;
@@ -18,17 +18,7 @@ async fn faults_within_and_past_the_retries_keep_one_transition_each_way() {
     let proxy = FaultProxy::start(
         "127.0.0.1:0".parse().expect("address"),
         &peers.iot.url(),
-        FaultConfig {
-            rate: 0.7,
-            seed: 20_261_201,
-            faults: vec![
-                Fault::Status(429),
-                Fault::Status(500),
-                Fault::Status(503),
-                Fault::ResetBeforeForward,
-                Fault::ResetAfterForward,
-            ],
-        },
+        FaultConfig::failing(0.7, 20_261_201),
     )
     .await
     .expect("fault proxy");

@@ -7,9 +7,12 @@
 //!    until the queue is empty = drain rate of an N-reading backlog.
 //! 3. Peak RSS (VmHWM) over both phases, and RSS idle afterwards.
 
-use integration_tests::{eventually, free_port, start_watch, ChildGuard, Peers, WATCH_BUILD};
+use integration_tests::{
+    eventually, free_port, sensorbox_queue_depth, start_watch, wait_for_gasdetector, ChildGuard,
+    Peers,
+};
 use localstack::{Gateway, GatewayConfig};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,20 +32,6 @@ fn proc_kib(pid: u32, key: &str) -> u64 {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn depth(agent: &Path, config: &Path) -> Option<u64> {
-    let out = Command::new(agent)
-        .arg("--config")
-        .arg(config)
-        .arg("queue")
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("depth"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +88,7 @@ async fn main() {
     let pid = child.child.id();
     eventually("the backlog to be queued", Duration::from_secs(600), || {
         child.assert_running();
-        let d = depth(&agent, &config);
+        let d = sensorbox_queue_depth(&agent, &config);
         async move { (d == Some(readings)).then_some(()) }
     })
     .await;
@@ -113,22 +102,11 @@ async fn main() {
     .await
     .expect("gateway");
     // The first invoke may build the function: wait for it outside the measurement.
-    shared::adapters::tls::install_crypto_provider();
-    let http = reqwest::Client::new();
-    eventually("the function to answer", WATCH_BUILD, || {
-        let r = http
-            .post(format!(
-                "http://127.0.0.1:{watch_port}/2015-03-31/functions/gasdetector/invocations"
-            ))
-            .body("[]")
-            .send();
-        async move { r.await.ok().map(|_| ()) }
-    })
-    .await;
+    wait_for_gasdetector(port).await;
     let drain_started = Instant::now();
     eventually("the backlog to drain", Duration::from_secs(600), || {
         child.assert_running();
-        let d = depth(&agent, &config);
+        let d = sensorbox_queue_depth(&agent, &config);
         async move { (d == Some(0)).then_some(()) }
     })
     .await;
