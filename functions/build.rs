@@ -1,4 +1,4 @@
-//! Build script shared by the three function crates (`build = "../build.rs"`).
+//! Build script shared by the function crates (`build = "../build.rs"`).
 //!
 //! Links the Lambda bootstrap as a position-dependent executable (`-no-pie`). A PIE of this
 //! size carries ~44,000 relative relocations that the dynamic loader applies at every cold

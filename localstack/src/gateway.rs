@@ -9,6 +9,10 @@
 //! a function) the gateway answers 503 with `Retry-After`, never 502: a client that
 //! honours the contract retries. `GET /openapi.json` serves the API contract
 //! (`api/openapi.yaml`) with this gateway as its server.
+//!
+//! With an API key configured, the key is required where the contract requires it: an
+//! operation with `security: []` (the page on `GET /`, CORS preflights) is open, as the
+//! deployed REST API built from the same document makes it.
 
 use crate::http::{self, BodyError, HttpResponse, Server};
 use base64::Engine as _;
@@ -55,14 +59,18 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// The project's three routes, invoking functions at `invoke_base`.
+    /// The project's routes, invoking functions at `invoke_base`: the three ingest
+    /// routes, and the page and read API of the `query` function.
     pub fn sensors(invoke_base: impl Into<String>) -> GatewayConfig {
+        let ingest = ["gasdetector", "dust", "temp"]
+            .iter()
+            .map(|name| (format!("/{name}"), (*name).to_owned()));
+        let query = QUERY_ROUTES
+            .iter()
+            .map(|path| ((*path).to_owned(), "query".to_owned()));
         GatewayConfig {
             invoke_base: invoke_base.into(),
-            routes: ["gasdetector", "dust", "temp"]
-                .iter()
-                .map(|name| (format!("/{name}"), (*name).to_owned()))
-                .collect(),
+            routes: ingest.chain(query).collect(),
             stage: "local".into(),
             timeout: Duration::from_secs(600),
             log: false,
@@ -70,6 +78,15 @@ impl GatewayConfig {
         }
     }
 }
+
+/// The `query` function's routes (api/openapi.yaml).
+pub const QUERY_ROUTES: [&str; 5] = [
+    "/",
+    "/api/boxes",
+    "/api/readings",
+    "/api/warnings",
+    "/api/rules",
+];
 
 pub struct Gateway {
     server: Server,
@@ -127,7 +144,7 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, state: &State) -> 
     let (response, counts) = if path == OPENAPI_PATH && method == hyper::Method::GET {
         (contract(&request, &state.contract, &request_id), None)
     } else {
-        route(request, peer, config, &state.client, &request_id).await
+        route(request, peer, state, &request_id).await
     };
     if config.log {
         eprintln!(
@@ -203,19 +220,38 @@ pub fn reading_counts(proxy_result: &Value) -> Option<String> {
     ))
 }
 
+/// Whether the contract requires an API key for `method` on `path`: the operation's own
+/// `security` (then `x-amazon-apigateway-any-method`'s), else the document's; an empty
+/// list means none, as API Gateway reads it.
+pub fn key_required(contract: &Value, path: &str, method: &str) -> bool {
+    let item = &contract["paths"][path];
+    let operation = &item[method.to_ascii_lowercase().as_str()];
+    let operation = if operation.is_object() {
+        operation
+    } else {
+        &item["x-amazon-apigateway-any-method"]
+    };
+    let security = match operation.get("security") {
+        Some(s) => s,
+        None => &contract["security"],
+    };
+    security.as_array().is_some_and(|s| !s.is_empty())
+}
+
 async fn route(
     request: Request<Incoming>,
     peer: SocketAddr,
-    config: &GatewayConfig,
-    client: &Client<HttpConnector, Full<Bytes>>,
+    state: &State,
     request_id: &str,
 ) -> (HttpResponse, Option<String>) {
+    let (config, client) = (&state.config, &state.client);
     let path = request.uri().path().to_owned();
     let Some((resource, function)) = config.routes.iter().find(|(resource, _)| *resource == path)
     else {
         return (message(404, "Not Found", request_id), None);
     };
-    if let Some(key) = &config.api_key {
+    let needs_key = key_required(&state.contract, resource, request.method().as_str());
+    if let (Some(key), true) = (&config.api_key, needs_key) {
         let given = request.headers().get("x-api-key").map(|v| v.as_bytes());
         if given != Some(key.as_bytes()) {
             // API Gateway's answer to a missing or unknown key.
@@ -492,6 +528,17 @@ fn header_value(value: &Value) -> Result<HeaderValue, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contract_says_which_operations_need_a_key() {
+        let contract = crate::openapi::document().unwrap();
+        assert!(key_required(&contract, "/gasdetector", "POST"));
+        assert!(key_required(&contract, "/gasdetector", "GET"));
+        assert!(key_required(&contract, "/api/boxes", "GET"));
+        assert!(!key_required(&contract, "/api/boxes", "OPTIONS"));
+        assert!(!key_required(&contract, "/", "GET"));
+        assert!(!key_required(&contract, "/", "POST"));
+    }
 
     fn result(body: Value) -> Value {
         json!({"statusCode": 200, "body": body.to_string()})

@@ -3,6 +3,7 @@
 //! - [`domain`]: the reading schema, each type built only through validation;
 //! - [`ingest`]: rules, warnings, documents, topics and the pipeline that ties them;
 //! - [`alarms`]: alarm state per group (hysteresis, `for`, `renotify`, staleness);
+//! - [`query`]: the read API (parameters, intervals, searches, answers) and its routes;
 //! - [`ports`]: the small traits the pipeline depends on; [`adapters`]: IoT and OpenSearch;
 //! - [`lambda`]: the boundary with the Lambda runtime (configuration, HTTP request and
 //!   response, the handler and the runtime loop);
@@ -15,6 +16,7 @@ pub mod ingest;
 pub mod lambda;
 pub mod observability;
 pub mod ports;
+pub mod query;
 
 pub use domain::error::ValidationError;
 pub use domain::measure::Measure;

@@ -1,6 +1,7 @@
 //! The things the pipeline needs from the outside world: publishing, indexing and the
-//! alarm state. The IoT, OpenSearch and shadow adapters implement them; tests swap in
-//! fakes ([`MemoryAlarmStore`] is also the store of `ALARM_MODE=every`, which needs none).
+//! alarm state, and for the read API, searching. The IoT, OpenSearch and shadow adapters
+//! implement them; tests swap in fakes ([`MemoryAlarmStore`] is also the store of
+//! `ALARM_MODE=every`, which needs none).
 
 use crate::alarms::state::GroupAlarms;
 use crate::domain::group_id::GroupId;
@@ -66,6 +67,17 @@ pub trait Indexer: Send + Sync {
         &self,
         documents: &[&Document],
     ) -> impl Future<Output = Result<Vec<IndexOutcome>, DownstreamError>> + Send;
+}
+
+/// The read API's one need: run a search body (built by `query::search`) over an index
+/// pattern list (from the configuration, e.g. `gasdetect*,dust*`) and hand back the JSON
+/// answer. A pattern matching no index is an empty answer, not an error.
+pub trait Search: Send + Sync {
+    fn search(
+        &self,
+        indices: &str,
+        body: &serde_json::Value,
+    ) -> impl Future<Output = Result<serde_json::Value, DownstreamError>> + Send;
 }
 
 /// A group's alarm state and the version it was read at (`None`: no state stored yet).

@@ -1,5 +1,6 @@
-//! The real ports: IoT Core over the data-plane Publish API, OpenSearch over `_bulk`,
-//! alarm state in a named IoT shadow per group.
+//! The real ports: IoT Core over the data-plane Publish API, OpenSearch over `_bulk` (and
+//! `_search` for the no-data check and the read API), alarm state in a named IoT shadow
+//! per group.
 
 pub mod iot;
 pub mod opensearch;
@@ -7,7 +8,7 @@ pub mod shadow;
 pub mod tls;
 
 pub use self::iot::IotPublisher;
-pub use self::opensearch::OpenSearchIndexer;
+pub use self::opensearch::{OpenSearchIndexer, OpenSearchSearch};
 pub use self::shadow::ShadowAlarmStore;
 
 /// Retryable HTTP statuses: throttling and server-side failures.

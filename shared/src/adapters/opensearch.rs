@@ -6,7 +6,7 @@ use crate::domain::group_id::GroupId;
 use crate::domain::sensor::Sensor;
 use crate::ingest::document::Document;
 use crate::lambda::config::{Config, OpenSearchAuth};
-use crate::ports::{DownstreamError, IndexOutcome, Indexer};
+use crate::ports::{DownstreamError, IndexOutcome, Indexer, Search};
 use chrono::{DateTime, Utc};
 use opensearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use opensearch::http::transport::{SingleNodeConnectionPool, Transport, TransportBuilder};
@@ -159,6 +159,61 @@ impl Activity for OpenSearchActivity {
             all.extend(parse_last_seen(*sensor, &parsed));
         }
         Ok(all)
+    }
+}
+
+/// The read API's searches (`query::api`), on the same transport as the no-data check:
+/// the query function's role may only `ESHttpGet`/`ESHttpPost` on `_search` paths.
+#[derive(Debug, Clone)]
+pub struct OpenSearchSearch {
+    transport: Transport,
+}
+
+impl OpenSearchSearch {
+    pub fn new(
+        config: &Config,
+        sdk_config: &aws_config::SdkConfig,
+    ) -> Result<OpenSearchSearch, OpenSearchInitError> {
+        Ok(OpenSearchSearch {
+            transport: transport(config, sdk_config)?,
+        })
+    }
+}
+
+impl Search for OpenSearchSearch {
+    async fn search(
+        &self,
+        indices: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, DownstreamError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let response = self
+            .transport
+            .send(
+                Method::Post,
+                &format!("/{indices}/_search"),
+                headers,
+                Some(&[("ignore_unavailable", "true"), ("allow_no_indices", "true")]),
+                Some(serde_json::to_vec(body).unwrap_or_default()),
+                None,
+            )
+            .await
+            .map_err(|e| DownstreamError::Retryable(format!("OpenSearch search: {e}")))?;
+        let status = response.status_code().as_u16();
+        let text = response.bytes().await.map_err(|e| {
+            DownstreamError::Retryable(format!("OpenSearch search: reading response: {e}"))
+        })?;
+        if status == 404 {
+            // No index for this pattern yet (servers that ignore allow_no_indices).
+            return Ok(serde_json::json!({"hits": {"hits": []}}));
+        }
+        if status != 200 {
+            return Err(http_failure(&format!("search {indices}"), status, &text));
+        }
+        serde_json::from_slice(&text).map_err(|e| {
+            DownstreamError::Retryable(format!("OpenSearch search: unreadable response: {e}"))
+        })
     }
 }
 

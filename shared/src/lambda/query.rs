@@ -1,0 +1,299 @@
+//! The `query` function (`functions/query`): the read API and the page behind
+//! `GET /`, `GET /api/...` of the same REST API as the ingest routes. Built once per cold
+//! start from the environment; per request, the HTTP boundary only: method, path and
+//! query string into [`QueryApi::answer`], its [`Answer`] into a response with the
+//! content type, caching, CORS and security headers.
+//!
+//! Configuration: the ingest functions' `OPENSEARCH_URL`, `OPENSEARCH_AUTH`,
+//! `OPENSEARCH_SERVICE`, `RULES` (the thresholds the page draws), the AWS region and
+//! credentials; plus `QUERY_INDICES` (index pattern per sensor, like `NO_DATA_INDICES`)
+//! and `CORS_ORIGIN` (one origin allowed to call the API from another site; unset: none).
+
+use crate::adapters::opensearch::OpenSearchSearch;
+use crate::domain::sensor::Sensor;
+use crate::lambda::app::load_sdk_config;
+use crate::lambda::config::{Config, ConfigError};
+use crate::lambda::no_data::parse_indices;
+use crate::lambda::runtime::Base64Guard;
+use crate::ports::Search;
+use crate::query::{Answer, Body as AnswerBody, Indices, QueryApi};
+use lambda_http::http::header::{
+    HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, VARY,
+};
+use lambda_http::http::StatusCode;
+use lambda_http::lambda_runtime::Runtime;
+use lambda_http::{service_fn, Adapter, Body, Error, Request, RequestExt, Response};
+use opensearch::http::Url;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+pub type QueryFunction = QueryHandler<OpenSearchSearch>;
+
+/// `CORS_ORIGIN`: an `http(s)://host[:port]` origin, nothing else (no path, no `*`: the
+/// data routes carry a viewer key, so "any origin" is never what is meant).
+pub fn parse_cors_origin(text: Option<&str>) -> Result<Option<HeaderValue>, String> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not an origin: {e}"))?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !plain {
+        return Err(format!(
+            "{text:?} must be an origin like https://fleet.example.com (scheme, host, optional port)"
+        ));
+    }
+    let origin = url.origin().ascii_serialization();
+    HeaderValue::from_str(&origin)
+        .map(Some)
+        .map_err(|_| format!("{text:?} is not a valid header value"))
+}
+
+pub struct QueryHandler<S> {
+    api: QueryApi<S>,
+    cors_origin: Option<HeaderValue>,
+    function: String,
+}
+
+impl QueryFunction {
+    /// Configuration and the OpenSearch client from the environment; `page` is the built
+    /// page (`web/dist/index.html`, embedded by the function crate).
+    pub async fn from_env(page: &'static str) -> Result<QueryFunction, ConfigError> {
+        QueryFunction::from_lookup(|key: &str| std::env::var(key).ok(), page).await
+    }
+
+    /// Like [`QueryFunction::from_env`], with `lookup` answering like `std::env::var`.
+    pub async fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String> + Copy,
+        page: &'static str,
+    ) -> Result<QueryFunction, ConfigError> {
+        // The shared configuration parses and checks OPENSEARCH_*, RULES, the region and
+        // credentials exactly as the ingest functions do. It also requires the IoT
+        // endpoint, which this function never calls: a placeholder stands in when unset,
+        // so the query function's stack needs no IoT setting at all.
+        let config = Config::from_lookup(Sensor::Gasdetector, |key: &str| match key {
+            "AWS_ENDPOINT_URL_IOT_DATA_PLANE" => {
+                lookup(key).or_else(|| Some("https://iot.unused.invalid".to_string()))
+            }
+            _ => lookup(key),
+        })?;
+        let indices = parse_indices(lookup("QUERY_INDICES").as_deref())
+            .map_err(|e| ConfigError(format!("QUERY_INDICES: {e}")))?;
+        let cors_origin = parse_cors_origin(lookup("CORS_ORIGIN").as_deref())
+            .map_err(|e| ConfigError(format!("CORS_ORIGIN: {e}")))?;
+        let sdk_config = load_sdk_config(&config).await;
+        let search =
+            OpenSearchSearch::new(&config, &sdk_config).map_err(|e| ConfigError(e.to_string()))?;
+        let function = lookup("AWS_LAMBDA_FUNCTION_NAME")
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "query".to_string());
+        Ok(QueryHandler::new(
+            QueryApi::new(search, Indices::new(indices), config.rules.clone(), page),
+            cors_origin,
+        )
+        .named(function))
+    }
+}
+
+impl<S: Search> QueryHandler<S> {
+    pub fn new(api: QueryApi<S>, cors_origin: Option<HeaderValue>) -> QueryHandler<S> {
+        QueryHandler {
+            api,
+            cors_origin,
+            function: "query".into(),
+        }
+    }
+
+    fn named(mut self, function: String) -> Self {
+        self.function = function;
+        self
+    }
+
+    /// The HTTP answer for any request; never fails, never panics. One `request done`
+    /// line per request (method, route, status, time), never the query string's values.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = request
+            .lambda_context_ref()
+            .map(|c| c.request_id.clone())
+            .unwrap_or_default();
+        let span =
+            tracing::info_span!("request", requestId = %request_id, function = %self.function);
+        let path = route_path(&request);
+        let method = request.method().as_str().to_owned();
+        let pairs: Vec<(String, String)> = request
+            .query_string_parameters_ref()
+            .map(|q| {
+                q.iter()
+                    .flat_map(|(k, _)| {
+                        q.all(k)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(move |v| (k.to_string(), v.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let answer = self
+            .api
+            .answer(&method, &path, &pairs, chrono::Utc::now())
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| {
+            tracing::info!(
+                method = %method,
+                route = %known_route(&path),
+                status = answer.status,
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request done"
+            )
+        });
+        self.response(&answer)
+    }
+
+    /// The answer as an HTTP response: the body's type, no caching of fleet data (a
+    /// shared cache must never hand one viewer's answer to another), the page revalidated
+    /// so a deploy shows at once, and CORS headers when an origin is configured.
+    pub fn response(&self, answer: &Answer) -> Response<Body> {
+        let (body, content_type, cache) = match &answer.body {
+            AnswerBody::Json(v) => (Body::Text(v.to_string()), "application/json", "no-store"),
+            AnswerBody::Html(page) => (
+                Body::Text((*page).to_string()),
+                "text/html; charset=utf-8",
+                "no-cache",
+            ),
+            AnswerBody::Empty => (Body::Empty, "application/json", "no-store"),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+        headers.insert(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        );
+        if matches!(answer.body, AnswerBody::Html(_)) {
+            // The page is one file with its script and style inline, calling only its
+            // own origin.
+            headers.insert(
+                HeaderName::from_static("content-security-policy"),
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+                     form-action 'none'; frame-ancestors 'none'",
+                ),
+            );
+        }
+        if let Some(seconds) = answer.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(allow) = answer.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(origin) = &self.cors_origin {
+            headers.insert(
+                HeaderName::from_static("access-control-allow-origin"),
+                origin.clone(),
+            );
+            headers.insert(VARY, HeaderValue::from_static("Origin"));
+            if answer.status == 204 {
+                headers.insert(
+                    HeaderName::from_static("access-control-allow-methods"),
+                    HeaderValue::from_static("GET, OPTIONS"),
+                );
+                headers.insert(
+                    HeaderName::from_static("access-control-allow-headers"),
+                    HeaderValue::from_static("x-api-key"),
+                );
+                headers.insert(
+                    HeaderName::from_static("access-control-max-age"),
+                    HeaderValue::from_static("600"),
+                );
+            }
+        }
+        response
+    }
+}
+
+/// The route as API Gateway saw it: the original path (without the stage prefix that
+/// `lambda_http` adds to `uri()` for REST events), `/` when empty.
+fn route_path(request: &Request) -> String {
+    let raw = request.raw_http_path();
+    let path = if raw.is_empty() {
+        request.uri().path()
+    } else {
+        raw
+    };
+    if path.is_empty() {
+        "/".to_string()
+    } else {
+        path.to_string()
+    }
+}
+
+/// The path for the log line: a known route, or `other` (never a caller's text).
+fn known_route(path: &str) -> &str {
+    if path == crate::query::api::PAGE_PATH || crate::query::api::API_PATHS.contains(&path) {
+        path
+    } else {
+        "other"
+    }
+}
+
+/// Serves invocations until the runtime stops: the function's whole `main` after init.
+/// The base64 guard of the ingest functions applies: an envelope with an undecodable body
+/// is a 400, not a panic inside `lambda_http`.
+pub async fn run<S: Search>(handler: QueryHandler<S>) -> Result<(), Error> {
+    let guard = Base64Guard::new();
+    let (handler, guard_ref) = (&handler, &guard);
+    let service = service_fn(move |request: Request| async move {
+        if guard_ref.is_marked(&request) {
+            let e = crate::query::params::ParamError::new(
+                "body",
+                "is marked base64-encoded (isBase64Encoded) but is not valid base64",
+            );
+            return Ok::<_, Error>(handler.response(&Answer::bad_parameter(&e)));
+        }
+        Ok(handler.handle(request).await)
+    });
+    Runtime::new(Adapter::from(service))
+        .layer(guard.layer())
+        .run()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origin_is_one_plain_origin() {
+        assert_eq!(parse_cors_origin(None).unwrap(), None);
+        assert_eq!(parse_cors_origin(Some(" ")).unwrap(), None);
+        assert_eq!(
+            parse_cors_origin(Some("https://fleet.example.com")).unwrap(),
+            Some(HeaderValue::from_static("https://fleet.example.com"))
+        );
+        assert_eq!(
+            parse_cors_origin(Some("http://127.0.0.1:8080/")).unwrap(),
+            Some(HeaderValue::from_static("http://127.0.0.1:8080"))
+        );
+        for bad in [
+            "*",
+            "fleet.example.com",
+            "https://fleet.example.com/app",
+            "https://a.example?x=1",
+            "ftp://a.example",
+            "https://user@a.example",
+        ] {
+            assert!(parse_cors_origin(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
