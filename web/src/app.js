@@ -68,22 +68,25 @@ const fmtValue = (v) => (Number.isInteger(v) ? String(v) : Number(v).toFixed(2).
 const base = new URL(location.pathname.endsWith("/") ? location.pathname : location.pathname + "/", location.origin);
 
 class ApiError extends Error {
-  constructor(route, status, message) {
+  constructor(route, status, message, key) {
     super(message);
     this.route = route;
     this.status = status;
+    // The key the request was sent with: a 403 for a key already replaced says nothing.
+    this.key = key;
   }
 }
 
 async function api(route, query = {}) {
   const url = new URL("api/" + route, base);
   for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) url.searchParams.set(k, v);
-  const headers = state.key ? { "x-api-key": state.key } : {};
+  const key = state.key;
+  const headers = key ? { "x-api-key": key } : {};
   let response;
   try {
     response = await fetch(url, { headers, cache: "no-store" });
   } catch (e) {
-    throw new ApiError(route, 0, String(e.message || e));
+    throw new ApiError(route, 0, String(e.message || e), key);
   }
   let body = null;
   try {
@@ -93,7 +96,7 @@ async function api(route, query = {}) {
   }
   if (!response.ok) {
     const message = (body && (body.message || body.error)) || response.statusText || "HTTP " + response.status;
-    throw new ApiError(route, response.status, message);
+    throw new ApiError(route, response.status, message, key);
   }
   return body;
 }
@@ -108,6 +111,7 @@ function showErrors() {
 function failed(route, e) {
   let text = `${t("loadFailed")}: ${route} (${e.status ? "HTTP " + e.status : "network"}): ${e.message}`;
   if (e.status === 403) {
+    if (e.key !== state.key) return; // sent before the viewer entered a new key
     text += " " + t("needKey");
     $("key-form").hidden = false;
   }
@@ -125,7 +129,7 @@ async function load(route, query) {
     succeeded(route);
     return body;
   } catch (e) {
-    failed(route, e instanceof ApiError ? e : new ApiError(route, 0, String(e)));
+    failed(route, e instanceof ApiError ? e : new ApiError(route, 0, String(e), state.key));
     return null;
   }
 }
@@ -287,6 +291,7 @@ async function refresh() {
       state.rendered = true;
       // The first meaningful render: the fleet table holds data (the browser test reads it).
       performance.mark("fleet-rendered");
+      document.body.dataset.firstRender = "done";
     }
   }
   await Promise.all([renderCharts(), loadWarnings(false)]);

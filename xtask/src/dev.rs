@@ -3,7 +3,8 @@
 //! Installs what is missing (cargo-lambda and osmem-server into `target/venv`), then starts
 //! osmem-server (unless `OPENSEARCH_URL` is set) with the index templates applied, the
 //! `localstack` binary (MQTT broker, IoT data-plane endpoint, API Gateway emulator) and
-//! `cargo lambda watch` serving the three functions. Each peer runs in its own process
+//! `cargo lambda watch` serving the three ingest functions, the no-data check and the
+//! `query` function (the read API and the page on http://127.0.0.1:3000/). Each peer runs in its own process
 //! group; Ctrl-C (or SIGTERM, or any peer dying) stops every group and frees the ports.
 
 use crate::tools::{self, root, Result};
@@ -36,6 +37,8 @@ and DEVICE_TIMEZONE are passed on to the functions when set.
 const HOST: &str = "127.0.0.1";
 /// The Lambda functions `cargo lambda watch` serves (binary = function name).
 const FUNCTIONS: [&str; 3] = ["gasdetector", "dust", "temp"];
+/// The read API and the page (`GET /`, `GET /api/...` through the gateway).
+const QUERY: &str = "query";
 /// Environment variables passed through to the functions when the user sets them.
 const PASS_THROUGH: &[&str] = &[
     "RULES",
@@ -48,6 +51,8 @@ const PASS_THROUGH: &[&str] = &[
     "AWS_LAMBDA_LOG_FORMAT",
     "AWS_LAMBDA_LOG_LEVEL",
     "METRICS_NAMESPACE",
+    "QUERY_INDICES",
+    "CORS_ORIGIN",
 ];
 
 struct Ports {
@@ -163,8 +168,9 @@ pub fn run(args: &[String]) -> Result {
     // make watch recompile on the first request (~20 s).
     let mut functions = Command::new("cargo");
     functions.current_dir(root()).arg("build").args(release);
-    // nodata too: watch serves it beside the ingest functions (the minute check invokes it).
-    for function in FUNCTIONS.iter().chain(&["nodata"]) {
+    // nodata too: watch serves it beside the ingest functions (the minute check invokes it),
+    // and query (the page and the read API).
+    for function in FUNCTIONS.iter().chain(&["nodata", QUERY]) {
         functions.args(["--bin", function]);
     }
     tools::run(&mut functions)?;
@@ -271,13 +277,18 @@ pub fn run(args: &[String]) -> Result {
         || port_open(ports.watch),
     )?;
 
-    // Start each function now (a request that changes nothing: GET answers 405), so the
-    // first request after "ready" runs a warm function instead of waiting for a build.
-    for function in FUNCTIONS {
+    // Start each function now (a request that changes nothing: GET answers 405, or the
+    // rules for query), so the first request after "ready" runs a warm function instead
+    // of waiting for a build.
+    let warm_ups = FUNCTIONS
+        .iter()
+        .map(|f| (*f, format!("/{f}"), 405))
+        .chain([(QUERY, "/api/rules".to_string(), 200)]);
+    for (function, path, expected) in warm_ups {
         let (done_tx, done_rx) = mpsc::channel();
         let watch_port = ports.watch;
         std::thread::spawn(move || {
-            let _ = done_tx.send(warm_up(watch_port, function));
+            let _ = done_tx.send(warm_up(watch_port, function, &path, expected));
         });
         let mut outcome = None;
         peers.wait_until(function, Duration::from_secs(600), &stop_rx, || {
@@ -461,9 +472,12 @@ fn print_banner(ports: &Ports, opensearch_url: &str, invoke_flag: &str) {
         .unwrap_or_default();
     println!(
         "\n\
+http://{HOST}:{gw}/   the fleet page (boxes, positions, charts, warnings)
+
 local stack ready (Ctrl-C stops everything)
+  page           http://{HOST}:{gw}/   read API: /api/boxes /api/readings /api/warnings /api/rules
   gateway        http://{HOST}:{gw}/gasdetector  /dust  /temp
-  functions      http://{HOST}:{watch}/2015-03-31/functions/<gasdetector|dust|temp>/invocations
+  functions      http://{HOST}:{watch}/2015-03-31/functions/<gasdetector|dust|temp|query>/invocations
   IoT endpoint   http://{HOST}:{iot}   (AWS_ENDPOINT_URL_IOT_DATA_PLANE)
   MQTT broker    mqtt://{HOST}:{mqtt}
   OpenSearch     {opensearch_url}
@@ -599,9 +613,9 @@ fn port_open(port: u16) -> bool {
 /// Invokes `function` through watch's invoke API with a GET event and checks that the
 /// function itself answered (405). The first invoke makes watch start the function (and
 /// build it if the pre-build missed), so the wait is generous.
-fn warm_up(watch_port: u16, function: &str) -> Result {
+fn warm_up(watch_port: u16, function: &str, route: &str, expected: u16) -> Result {
     let event = format!(
-        r#"{{"resource":"/{function}","path":"/{function}","httpMethod":"GET","headers":{{}},"multiValueHeaders":{{}},"queryStringParameters":null,"multiValueQueryStringParameters":null,"pathParameters":null,"stageVariables":null,"requestContext":{{"accountId":"123456789012","apiId":"local","resourceId":"local","stage":"local","requestId":"warm-up","resourcePath":"/{function}","httpMethod":"GET","path":"/local/{function}","protocol":"HTTP/1.1","identity":{{"sourceIp":"127.0.0.1"}}}},"body":null,"isBase64Encoded":false}}"#
+        r#"{{"resource":"{route}","path":"{route}","httpMethod":"GET","headers":{{}},"multiValueHeaders":{{}},"queryStringParameters":null,"multiValueQueryStringParameters":null,"pathParameters":null,"stageVariables":null,"requestContext":{{"accountId":"123456789012","apiId":"local","resourceId":"local","stage":"local","requestId":"warm-up","resourcePath":"{route}","httpMethod":"GET","path":"/local{route}","protocol":"HTTP/1.1","identity":{{"sourceIp":"127.0.0.1"}}}},"body":null,"isBase64Encoded":false}}"#
     );
     let addr = format!("{HOST}:{watch_port}");
     let path = format!("/2015-03-31/functions/{function}/invocations");
@@ -609,9 +623,9 @@ fn warm_up(watch_port: u16, function: &str) -> Result {
         .ok_or_else(|| {
             format!("no answer from {function} under cargo lambda watch (logs above)")
         })?;
-    let answered_405 =
-        reply.contains("\"statusCode\":405") || reply.contains("\"statusCode\": 405");
-    if status != 200 || !answered_405 {
+    let answered = reply.contains(&format!("\"statusCode\":{expected}"))
+        || reply.contains(&format!("\"statusCode\": {expected}"));
+    if status != 200 || !answered {
         return Err(format!(
             "{function} did not answer the warm-up request as expected (HTTP {status}): {reply}"
         ));

@@ -1,6 +1,6 @@
 //! Finding and installing the tools the project runs: a project-local Python virtualenv
 //! under `target/venv` (cargo-lambda, osmem-server, moto, cfn-lint, aws-sam-cli,
-//! schemathesis) and npm
+//! schemathesis, playwright) and npm
 //! packages from committed lockfiles.
 
 use std::path::{Path, PathBuf};
@@ -98,6 +98,16 @@ pub const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// schemathesis from PyPI into the project virtualenv.
 pub fn ensure_schemathesis() -> Result {
     ensure_python_tools(&[(SCHEMATHESIS, "schemathesis")])
+}
+
+/// The browser driver of tests/tests/browser.rs (which pins the same version); the
+/// browser itself is Debian's chromium (the test installs it with apt-get as root).
+pub const PLAYWRIGHT: &str = "playwright==1.56.0";
+
+/// Playwright for Python into the project virtualenv (no browser download: the test
+/// drives /usr/bin/chromium).
+pub fn ensure_playwright() -> Result {
+    ensure_python_tools(&[(PLAYWRIGHT, "playwright")])
 }
 
 /// cargo-lambda from PyPI into the project virtualenv.

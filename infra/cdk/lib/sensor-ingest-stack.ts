@@ -96,6 +96,15 @@ export interface SensorIngestStackProps extends StackProps {
   readonly alarmThingPrefix?: string;
   /** Seconds without a reading before a group gets a `no data` alarm. Default 900. */
   readonly noDataAfter?: number;
+  /**
+   * One origin (https://fleet.example.com) allowed to call /api/* from a page hosted
+   * elsewhere (CORS_ORIGIN of the query function). Default none: the page on GET / only.
+   */
+  readonly corsOrigin?: string;
+  /** Viewer usage plan (the page's key): requests per second, burst, per day. */
+  readonly viewerThrottleRateLimit?: number;
+  readonly viewerThrottleBurstLimit?: number;
+  readonly viewerQuotaLimit?: number;
   /** Workspace root (holds functions/<name>/Cargo.toml); default: found upwards from this file. */
   readonly repoRoot?: string;
 }
@@ -103,22 +112,27 @@ export interface SensorIngestStackProps extends StackProps {
 /**
  * api/openapi.yaml with each x-amazon-apigateway-integration `uri` (a CloudFormation
  * `Fn::Sub` on `<Name>Function.Arn`, for SAM's AWS::Include) pointing at this stack's
- * function instead. Fails on a route the stack has no function for.
+ * function `<name>` instead (`QueryFunction` -> `functions.query`). Fails on an
+ * integration the stack has no function for.
  */
 export function contractWithFunctions(repoRoot: string, functions: Record<string, lambda.IFunction>): unknown {
   const document = YAML.parse(fs.readFileSync(path.join(repoRoot, 'api', 'openapi.yaml'), 'utf8'));
   for (const [route, item] of Object.entries<Record<string, any>>(document.paths)) {
-    const fn = functions[route.replace(/^\//, '')];
-    if (!fn) throw new Error(`api/openapi.yaml: no function for ${route}`);
     for (const operation of Object.values<Record<string, any>>(item)) {
       const integration = operation['x-amazon-apigateway-integration'];
-      if (integration) {
-        integration.uri = `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}:lambda:path/2015-03-31/functions/${fn.functionArn}/invocations`;
-      }
+      if (!integration) continue;
+      const sub = String(integration.uri?.['Fn::Sub'] ?? '');
+      const name = /\$\{(\w+)Function\.Arn\}/.exec(sub)?.[1]?.toLowerCase();
+      const fn = name ? functions[name] : undefined;
+      if (!fn) throw new Error(`api/openapi.yaml: no function for ${route} (${sub})`);
+      integration.uri = `arn:${Aws.PARTITION}:apigateway:${Aws.REGION}:lambda:path/2015-03-31/functions/${fn.functionArn}/invocations`;
     }
   }
   return document;
 }
+
+/** The routes the query function serves (the page and the read API). */
+export const QUERY_ROUTES = ['/', '/api/boxes', '/api/readings', '/api/warnings', '/api/rules'] as const;
 
 /** Walks up from `start` to the directory holding functions/gasdetector/Cargo.toml. */
 export function findRepoRoot(start: string = __dirname): string {
@@ -154,6 +168,9 @@ export class SensorIngestStack extends Stack {
     let openSearchService: 'es' | 'aoss' = 'es';
     // The no-data check's read-only access: search requests only.
     let searchStatement: iam.PolicyStatement;
+    // The read API's: GET/POST on the sensors' indices' _search paths, nothing else.
+    let querySearchStatement: iam.PolicyStatement;
+    const searchPaths = (base: string) => SENSORS.map((sensor) => `${base}/${sensor.index}*/_search`);
     if (props.existingOpenSearch) {
       const existing = props.existingOpenSearch;
       openSearchUrl = existing.endpoint;
@@ -167,6 +184,11 @@ export class SensorIngestStack extends Stack {
         ? new iam.PolicyStatement({ sid: 'SearchReadings', actions: ['aoss:APIAccessAll'], resources: [existing.arn] })
         : new iam.PolicyStatement({
           sid: 'SearchReadings', actions: ['es:ESHttpPost'], resources: [`${existing.arn}/*/_search`],
+        });
+      querySearchStatement = openSearchService === 'aoss'
+        ? new iam.PolicyStatement({ sid: 'SearchReadings', actions: ['aoss:APIAccessAll'], resources: [existing.arn] })
+        : new iam.PolicyStatement({
+          sid: 'SearchReadings', actions: ['es:ESHttpGet', 'es:ESHttpPost'], resources: searchPaths(existing.arn),
         });
     } else {
       const domainName = props.domainName ?? 'sensor-readings';
@@ -204,6 +226,9 @@ export class SensorIngestStack extends Stack {
       });
       searchStatement = new iam.PolicyStatement({
         sid: 'SearchReadings', actions: ['es:ESHttpPost'], resources: [`${domainArn}/*/_search`],
+      });
+      querySearchStatement = new iam.PolicyStatement({
+        sid: 'SearchReadings', actions: ['es:ESHttpGet', 'es:ESHttpPost'], resources: searchPaths(domainArn),
       });
     }
 
@@ -286,6 +311,34 @@ export class SensorIngestStack extends Stack {
       memorySize: props.memorySize ?? 128,
     });
 
+    // ------------------------------------------------------------ the read API and the page
+    // Its own role (RustFunction makes one), read-only: search on the sensors' indices. It
+    // calls no IoT API; the shared settings keep its configuration parsing the same.
+    const queryEnvironment: Record<string, string> = {
+      OPENSEARCH_URL: openSearchUrl,
+      OPENSEARCH_AUTH: 'sigv4',
+      OPENSEARCH_SERVICE: openSearchService,
+      QUERY_INDICES: SENSORS.map((sensor) => `${sensor.name}=${sensor.index}*`).join(','),
+      RUST_LOG: props.rustLog ?? 'info',
+    };
+    if (props.rules) queryEnvironment.RULES = props.rules;
+    if (props.corsOrigin) queryEnvironment.CORS_ORIGIN = props.corsOrigin;
+    const query = new RustFunction(this, 'QueryFunction', {
+      manifestPath: path.join(repoRoot, 'functions', 'query'),
+      bundling: { architecture },
+      description: 'GET / (the fleet page) and GET /api/* (read API)',
+      memorySize: props.memorySize ?? 128,
+      timeout: props.timeout ?? Duration.seconds(15),
+      logGroup: new logs.LogGroup(this, 'QueryLogGroup', { retention, removalPolicy: RemovalPolicy.DESTROY }),
+      loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: props.logLevel ?? lambda.ApplicationLogLevel.INFO,
+      systemLogLevelV2: lambda.SystemLogLevel.WARN,
+      tracing: props.tracing ? lambda.Tracing.ACTIVE : undefined,
+      environment: queryEnvironment,
+    });
+    query.addToRolePolicy(querySearchStatement);
+    this.functions.query = query;
+
     // ------------------------------------------------------------ REST API with API keys
     // Built from the contract, api/openapi.yaml (as the SAM template is), so the documentation
     // and the deployed API cannot drift: the routes, the x-api-key requirement and the
@@ -328,6 +381,12 @@ export class SensorIngestStack extends Stack {
         sourceArn: this.restApi.arnForExecuteApi('*', `/${sensor.name}`, '*'),
       });
     }
+    QUERY_ROUTES.forEach((route, i) => {
+      query.addPermission(`QueryRestInvoke${i}`, {
+        principal: new iam.ServicePrincipal('apigateway.amazonaws.com'),
+        sourceArn: this.restApi.arnForExecuteApi('*', route, '*'),
+      });
+    });
     const plan = this.restApi.addUsagePlan('UsagePlan', {
       description: 'Sensor boxes',
       throttle: { rateLimit: props.throttleRateLimit ?? 50, burstLimit: props.throttleBurstLimit ?? 100 },
@@ -336,6 +395,22 @@ export class SensorIngestStack extends Stack {
     plan.addApiStage({ stage: this.restApi.deploymentStage });
     const apiKey = this.restApi.addApiKey('ApiKey');
     plan.addApiKey(apiKey);
+    // Viewers (the page asks for this key once and keeps it in the browser): their own
+    // usage plan, throttled apart from the boxes, rotated or revoked without touching one.
+    const viewerPlan = this.restApi.addUsagePlan('ViewerUsagePlan', {
+      description: 'Fleet viewers (the page and GET /api/*)',
+      throttle: { rateLimit: props.viewerThrottleRateLimit ?? 20, burstLimit: props.viewerThrottleBurstLimit ?? 40 },
+      quota: { limit: props.viewerQuotaLimit ?? 200_000, period: apigw.Period.DAY },
+    });
+    viewerPlan.addApiStage({ stage: this.restApi.deploymentStage });
+    const viewerKey = this.restApi.addApiKey('ViewerApiKey', { description: 'Viewer key for the fleet page' });
+    viewerPlan.addApiKey(viewerKey);
+    new CfnOutput(this, 'PageUrl', { value: this.restApi.url, description: 'The fleet page (enter the viewer key once)' });
+    new CfnOutput(this, 'ViewerApiKeyId', {
+      value: viewerKey.keyId,
+      description: 'aws apigateway get-api-key --api-key <id> --include-value --query value --output text',
+    });
+    new CfnOutput(this, 'QueryRoleArn', { value: query.role!.roleArn, description: 'Map as a backend role (read) with fine-grained access control' });
 
     // ------------------------------------------------------------ HTTP API (optional, no API keys)
     if (props.httpApi) {

@@ -75,8 +75,8 @@ describe('default stack', () => {
   const json = template.toJSON();
 
   it('has the three Rust functions on provided.al2023, arm64, handler bootstrap', () => {
-    // The three ingest functions and the scheduled no-data check.
-    template.resourcePropertiesCountIs('AWS::Lambda::Function', { Runtime: 'provided.al2023' }, 4);
+    // The three ingest functions, the scheduled no-data check and the query function.
+    template.resourcePropertiesCountIs('AWS::Lambda::Function', { Runtime: 'provided.al2023' }, 5);
     for (const name of FUNCTIONS) {
       const fn = json.Resources[functionLogicalId(template, name)];
       assert.equal(fn.Properties.Handler, 'bootstrap');
@@ -93,9 +93,9 @@ describe('default stack', () => {
       assert.equal(env.ALARM_THING_TEMPLATE, '{groupid}');
       assert.equal(env.ALARM_SHADOW, 'alarms');
     }
-    // Functions, nodata, IoT endpoint lookup, IoT rule errors, API access logs: every log group expires.
-    template.resourceCountIs('AWS::Logs::LogGroup', 7);
-    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 7);
+    // Functions, nodata, query, IoT endpoint lookup, IoT rule errors, API access logs: every log group expires.
+    template.resourceCountIs('AWS::Logs::LogGroup', 8);
+    template.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, 8);
     const lookup = Object.values(template.findResources('AWS::Lambda::Function'))
       .filter((f) => f.Properties.Runtime?.startsWith('nodejs'));
     assert.equal(lookup.length, 1, 'the IoT endpoint lookup');
@@ -110,7 +110,8 @@ describe('default stack', () => {
     assert.deepEqual(body.security, [{ api_key: [] }]);
     assert.equal(body.components.securitySchemes.api_key.name, 'x-api-key');
     assert.equal(body['x-amazon-apigateway-api-key-source'], 'HEADER');
-    assert.deepEqual(Object.keys(body.paths).sort(), ['/dust', '/gasdetector', '/temp']);
+    assert.deepEqual(Object.keys(body.paths).sort(),
+      ['/', '/api/boxes', '/api/readings', '/api/rules', '/api/warnings', '/dust', '/gasdetector', '/temp']);
     for (const name of FUNCTIONS) {
       const item = body.paths[`/${name}`];
       for (const operation of [item.post, item['x-amazon-apigateway-any-method']]) {
@@ -129,8 +130,9 @@ describe('default stack', () => {
       });
     }
     template.resourceCountIs('AWS::ApiGateway::Method', 0);
-    template.resourceCountIs('AWS::ApiGateway::ApiKey', 1);
-    template.resourceCountIs('AWS::ApiGateway::UsagePlanKey', 1);
+    // The boxes' key and the viewers' key, each in its own usage plan.
+    template.resourceCountIs('AWS::ApiGateway::ApiKey', 2);
+    template.resourceCountIs('AWS::ApiGateway::UsagePlanKey', 2);
     template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
       Throttle: { RateLimit: 50, BurstLimit: 100 },
       Quota: { Limit: 1000000, Period: 'MONTH' },
@@ -156,6 +158,51 @@ describe('default stack', () => {
       assert.deepEqual(resourcesOf(es[0]), ['arn:${AWS::Partition}:es:eu-west-1:123456789012:domain/sensor-readings/*']);
       assert.equal(statements.length, 3, `no other permissions for ${name}: ${JSON.stringify(statements)}`);
     }
+  });
+
+  it('serves the page and the read API from the query function, read-only, with a viewer key', () => {
+    const found = Object.entries(template.findResources('AWS::Lambda::Function', {
+      Properties: { Description: 'GET / (the fleet page) and GET /api/* (read API)' },
+    }));
+    assert.equal(found.length, 1);
+    const [id, fn] = found[0];
+    const env = fn.Properties.Environment.Variables;
+    assert.equal(env.QUERY_INDICES, 'gasdetector=gasdetect*,dust=dust*,temp=temp*');
+    assert.equal(env.OPENSEARCH_AUTH, 'sigv4');
+    assert.equal(env.CORS_ORIGIN, undefined, 'CORS is off by default');
+    assert.equal(env.AWS_ENDPOINT_URL_IOT_DATA_PLANE, undefined, 'the query function calls no IoT API');
+    // Its own role: search only, on the sensors' indices.
+    const roleId = fn.Properties.Role['Fn::GetAtt'][0];
+    for (const name of FUNCTIONS) {
+      const ingest = json.Resources[functionLogicalId(template, name)];
+      assert.notEqual(ingest.Properties.Role['Fn::GetAtt'][0], roleId, `separate from ${name}'s role`);
+    }
+    const statements: Statement[] = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((p) => p.Properties.Roles.some((r: { Ref: string }) => r.Ref === roleId))
+      .flatMap((p) => p.Properties.PolicyDocument.Statement);
+    assert.deepEqual(statements.flatMap(actionsOf).sort(), ['es:ESHttpGet', 'es:ESHttpPost']);
+    assert.deepEqual(statements.flatMap(resourcesOf), ['gasdetect', 'dust', 'temp'].map(
+      (index) => `arn:\${AWS::Partition}:es:eu-west-1:123456789012:domain/sensor-readings/${index}*/_search`));
+    // The contract's routes: the page open, the data routes behind a key.
+    const body = Object.values(template.findResources('AWS::ApiGateway::RestApi'))[0].Properties.Body;
+    assert.deepEqual(body.paths['/'].get.security, []);
+    for (const route of ['/api/boxes', '/api/readings', '/api/warnings', '/api/rules']) {
+      const item = body.paths[route];
+      assert.equal(item.get.security, undefined, `${route} needs the key`);
+      assert.deepEqual(item.options.security, [], `${route} preflight is open`);
+      assert.ok(JSON.stringify(item.get['x-amazon-apigateway-integration'].uri).includes(id), route);
+      template.hasResourceProperties('AWS::Lambda::Permission', {
+        Principal: 'apigateway.amazonaws.com',
+        SourceArn: { 'Fn::Join': ['', Match.arrayWith([Match.stringLikeRegexp(`/\\*/\\*${route}$`)])] },
+      });
+    }
+    template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
+      Description: 'Fleet viewers (the page and GET /api/*)',
+      Throttle: { RateLimit: 20, BurstLimit: 40 },
+      Quota: { Limit: 200000, Period: 'DAY' },
+    });
+    template.hasOutput('ViewerApiKeyId', {});
+    template.hasOutput('PageUrl', {});
   });
 
   it('runs the no-data check every minute with read-only search, the alarm shadows and publish', () => {
