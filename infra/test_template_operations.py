@@ -1,6 +1,8 @@
 """Assertions on the operations part of infra/template.yaml (SAM), the counterpart of
 infra/cdk/test/operations.test.ts: JSON logs, access logs and stage metrics, the alarms'
-metrics and thresholds (all to the SNS topic), the dashboard, the options.
+metrics and thresholds (all to the SNS topic), the dashboard, the options; and the read
+API's function (read-only role, its routes, the viewer key, CORS off by default), the
+counterpart of the query assertions in infra/cdk/test/stack.test.ts.
 
 Run by `cargo xtask infra-check` with the venv's python (cfn-lint's YAML decoder reads the
 short-form intrinsics). Prints `N passed, M failed`; exits non-zero on any failure.
@@ -139,6 +141,45 @@ def test_dashboard_shows_ingest_warnings_errors_and_latency_per_sensor(t):
         assert name in names, name
     for sensor in SENSORS.values():
         assert any(m[1] == "ReadingsStored" and m[5] == sensor for m in metrics), sensor
+
+
+def test_query_function_is_read_only_with_its_own_role_and_routes(t):
+    fn = t["Resources"]["QueryFunction"]
+    p = fn["Properties"]
+    assert p["CodeUri"] == "../functions/query"
+    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert p["LoggingConfig"]["LogFormat"] == "JSON"
+    env = p["Environment"]["Variables"]
+    assert env["QUERY_INDICES"] == "gasdetector=gasdetect*,dust=dust*,temp=temp*"
+    assert env["CORS_ORIGIN"] == {"Ref": "CorsOrigin"}
+    assert t["Parameters"]["CorsOrigin"]["Default"] == ""
+    # No `Role`: SAM makes the function its own role, apart from the ingest functions'.
+    assert "Role" not in p
+    [policy] = p["Policies"]
+    [statement] = policy["Statement"]
+    domain, existing = statement["Fn::If"][1:]
+    assert statement["Fn::If"][0] == "UseServerless"
+    assert sorted(existing["Action"]) == ["es:ESHttpGet", "es:ESHttpPost"], existing
+    resources = existing["Resource"]["Fn::If"][1:]
+    for variant in resources:
+        paths = [r["Fn::Sub"] for r in variant]
+        assert len(paths) == 3 and all(r.endswith("*/_search") for r in paths), paths
+    routes = sorted(e["Properties"]["Path"] for e in p["Events"].values())
+    assert routes == ["/", "/api/boxes", "/api/readings", "/api/rules", "/api/warnings"], routes
+    assert all(e["Type"] == "Api" and e["Properties"]["Method"] == "ANY" for e in p["Events"].values())
+    # Ingest roles keep their write access and nothing of the query's.
+    for name in SENSORS:
+        assert "Role" not in t["Resources"][f"{name}Function"]["Properties"]
+
+
+def test_viewers_have_their_own_usage_plan_and_key(t):
+    plan = t["Resources"]["ViewerUsagePlan"]["Properties"]
+    assert plan["Throttle"] == {"RateLimit": {"Ref": "ViewerThrottleRateLimit"}, "BurstLimit": {"Ref": "ViewerThrottleBurstLimit"}}
+    assert plan["Quota"] == {"Limit": {"Ref": "ViewerQuotaLimit"}, "Period": "DAY"}
+    link = t["Resources"]["ViewerUsagePlanKey"]["Properties"]
+    assert link == {"KeyId": {"Ref": "ViewerApiKey"}, "KeyType": "API_KEY", "UsagePlanId": {"Ref": "ViewerUsagePlan"}}
+    assert t["Outputs"]["ViewerApiKeyId"]["Value"] == {"Ref": "ViewerApiKey"}
+    assert "PageUrl" in t["Outputs"]
 
 
 def main():

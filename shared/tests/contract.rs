@@ -166,8 +166,9 @@ fn every_bad_case_the_code_refuses_is_refused_by_the_document() {
 
 /// The schema name and the required headers the document gives an answer.
 fn documented_answer(doc: &Value, route: &str, method: &str, status: u16) -> (String, Vec<String>) {
-    let operation = if method == "POST" {
-        "post"
+    let lower = method.to_ascii_lowercase();
+    let operation = if doc["paths"][route][lower.as_str()].is_object() {
+        lower.as_str()
     } else {
         "x-amazon-apigateway-any-method"
     };
@@ -281,4 +282,132 @@ async fn the_functions_answers_are_valid_by_the_response_schemas() {
     assert!(h.published() > 0, "the sample trips a rule");
     let expected: HashSet<u16> = [200, 400, 405, 413, 503].into();
     assert_eq!(statuses, expected);
+}
+
+/// Answers the read API's searches like OpenSearch does (shapes taken from osmem-server
+/// and OpenSearch 2.x), or fails every search.
+struct CannedSearch {
+    fail: bool,
+}
+
+impl shared::ports::Search for CannedSearch {
+    async fn search(
+        &self,
+        _indices: &str,
+        body: &Value,
+    ) -> Result<Value, shared::ports::DownstreamError> {
+        if self.fail {
+            return Err(shared::ports::DownstreamError::Retryable("down".into()));
+        }
+        let reading = json!({"groupid": "2", "sensor": "gasdetector", "@timestamp": "2026-12-01T10:00:00Z",
+            "date": "2026-12-01 10:00:01", "location": {"lat": 37.6, "lon": 127.0},
+            "warnings": ["no2"], "no2": {"value": "95.00"}, "co": {"value": 26.2}});
+        let bare = json!({"groupid": "3", "sensor": "temp", "@timestamp": "2026-12-01T09:00:00Z",
+            "warnings": [], "temperature": {"value": "21.5"}});
+        Ok(if body["aggs"]["groups"].is_object() {
+            json!({"aggregations": {"groups": {"buckets": [
+                {"key": "2", "doc_count": 3, "sensors": {"buckets": [{"key": "gasdetector", "doc_count": 3,
+                    "latest": {"hits": {"hits": [{"_id": "a", "_source": reading}]}}}]}},
+                {"key": "3", "doc_count": 1, "sensors": {"buckets": [{"key": "temp", "doc_count": 1,
+                    "latest": {"hits": {"hits": [{"_id": "b", "_source": bare}]}}}]}}
+            ]}}})
+        } else if body["aggs"]["series"].is_object() {
+            json!({"hits": {"total": {"value": 3}}, "aggregations": {"series": {"buckets": [
+                {"key": 1_796_083_200_000i64, "key_as_string": "2026-12-01T00:00:00.000Z", "doc_count": 2,
+                 "min": {"value": 1.0}, "avg": {"value": 1.5}, "max": {"value": 2.0}},
+                {"key": 1_796_085_000_000i64, "doc_count": 1,
+                 "min": {"value": 4.0}, "avg": {"value": 4.0}, "max": {"value": 4.0}}
+            ]}}})
+        } else {
+            let hit = |id: &str, ms: i64, source: &Value| json!({"_id": id, "_source": source, "sort": [ms, id]});
+            json!({"hits": {"hits": [
+                hit("a", 1_796_119_200_000, &reading),
+                hit("c", 1_796_115_600_000, &json!({"groupid": "3", "sensor": "dust", "@timestamp": "2026-12-01T09:00:00Z", "warnings": ["pm25"]})),
+                hit("d", 1_796_112_000_000, &reading),
+            ]}})
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_query_answers_are_valid_by_the_response_schemas() {
+    use lambda_http::RequestExt;
+    use shared::lambda::query::QueryHandler;
+    use shared::query::{Indices, QueryApi};
+    use std::collections::HashMap;
+
+    let doc = document();
+    let handler = |fail: bool| {
+        QueryHandler::new(
+            QueryApi::new(
+                CannedSearch { fail },
+                Indices::new(shared::lambda::no_data::parse_indices(None).expect("defaults")),
+                shared::ingest::rules::Rules::default(),
+                "<html></html>",
+            ),
+            None,
+        )
+    };
+    let (up, down) = (handler(false), handler(true));
+    let readings = [
+        ("sensor", "gasdetector"),
+        ("groupid", "2"),
+        ("measure", "no2"),
+    ];
+    let cases: Vec<(
+        &QueryHandler<CannedSearch>,
+        &str,
+        &str,
+        Vec<(&str, &str)>,
+        u16,
+    )> = vec![
+        (&up, "GET", "/api/boxes", vec![], 200),
+        (&up, "GET", "/api/readings", readings.to_vec(), 200),
+        (&up, "GET", "/api/warnings", vec![("size", "2")], 200),
+        (&up, "GET", "/api/warnings", vec![], 200),
+        (&up, "GET", "/api/rules", vec![], 200),
+        (&up, "GET", "/api/readings", vec![("sensor", "air")], 400),
+        (&up, "GET", "/api/boxes", vec![("x", "1")], 400),
+        (&up, "POST", "/api/boxes", vec![], 405),
+        (&up, "DELETE", "/", vec![], 405),
+        (&up, "OPTIONS", "/api/rules", vec![], 204),
+        (&down, "GET", "/api/boxes", vec![], 503),
+        (&down, "GET", "/api/readings", readings.to_vec(), 503),
+    ];
+    for (h, method, route, query, want) in cases {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in &query {
+            map.entry((*k).to_owned())
+                .or_default()
+                .push((*v).to_owned());
+        }
+        let request = http::Request::builder()
+            .method(method)
+            .uri(route)
+            .body(Body::Empty)
+            .expect("request")
+            .with_query_string_parameters(map);
+        let response = h.handle(request).await;
+        let status = response.status().as_u16();
+        assert_eq!(status, want, "{method} {route} {query:?}");
+        if status == 204 {
+            let documented = &doc["paths"][route]["options"]["responses"]["204"];
+            assert!(documented.is_object(), "204 not documented for {route}");
+            continue;
+        }
+        let (name, headers) = documented_answer(&doc, route, method, status);
+        let value = json_of(&response);
+        let validator = schema(&doc, &name);
+        assert!(
+            validator.is_valid(&value),
+            "{method} {route} {status} {value}: {}",
+            errors(&validator, &value)
+        );
+        for header in headers {
+            assert!(
+                response.headers().contains_key(header.as_str()),
+                "{method} {route} {status}: no {header} header"
+            );
+        }
+    }
 }

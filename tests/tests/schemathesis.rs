@@ -1,6 +1,7 @@
 //! schemathesis (a fuzzer we did not write) driven by api/openapi.yaml against the local
 //! stack: the local gateway (requiring an API key, as the deployed API does) in front of
-//! the three functions under `cargo lambda watch`, the real broker, IoT endpoint and
+//! the three ingest functions and the query function (page and read API) under
+//! `cargo lambda watch`, the real broker, IoT endpoint and
 //! osmem-server. Its checks (plus two of ours in tests/schemathesis/hooks.py) must all
 //! pass, and afterwards nothing it sent may have left a document or an MQTT message it
 //! should not: every document in OpenSearch and every warning on MQTT carries the id of a
@@ -46,15 +47,27 @@ async fn schemathesis_finds_nothing_and_bad_requests_change_nothing() {
     .await
     .expect("gateway");
     let http = reqwest::Client::new();
-    // Every function built and answering (a GET changes nothing: 405) before the run.
-    for route in ["/gasdetector", "/dust", "/temp"] {
+    // Every function built and answering (a GET changes nothing: 405; the query function
+    // answers its rules) before the run.
+    for (route, expected) in [
+        ("/gasdetector", 405),
+        ("/dust", 405),
+        ("/temp", 405),
+        ("/api/rules", 200),
+    ] {
         eventually(&format!("{route} to answer"), WATCH_BUILD, || {
             watch.assert_running();
             let request = http
                 .get(format!("{}{route}", gateway.url()))
                 .header("x-api-key", API_KEY)
                 .send();
-            async move { request.await.ok().filter(|r| r.status() == 405).map(|_| ()) }
+            async move {
+                request
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == expected)
+                    .map(|_| ())
+            }
         })
         .await;
     }
