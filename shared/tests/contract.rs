@@ -354,6 +354,8 @@ async fn the_query_answers_are_valid_by_the_response_schemas() {
         ("groupid", "2"),
         ("measure", "no2"),
     ];
+    // (handler, method, route, query, expected status)
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(
         &QueryHandler<CannedSearch>,
         &str,
