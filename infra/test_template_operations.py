@@ -153,6 +153,7 @@ def test_query_function_is_read_only_with_its_own_role_and_routes(t):
     assert env["QUERY_INDICES"] == "gasdetector=gasdetect*,dust=dust*,temp=temp*"
     assert env["CORS_ORIGIN"] == {"Ref": "CorsOrigin"}
     assert t["Parameters"]["CorsOrigin"]["Default"] == ""
+    assert env["VIEWER_KEY_IDS"] == {"Ref": "ViewerApiKey"}
     # No `Role`: SAM makes the function its own role, apart from the ingest functions'.
     assert "Role" not in p
     [policy] = p["Policies"]

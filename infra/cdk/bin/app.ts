@@ -58,4 +58,8 @@ new SensorIngestStack(app, ctx('stackName') ?? 'SensorIngest', {
   apiLatencyP99Ms: num('apiLatencyP99Ms'),
   unavailablePercent: num('unavailablePercent'),
   openSearchFreeStorageMb: num('openSearchFreeStorageMb'),
+  corsOrigin: ctx('corsOrigin'),
+  viewerThrottleRateLimit: num('viewerThrottleRateLimit'),
+  viewerThrottleBurstLimit: num('viewerThrottleBurstLimit'),
+  viewerQuotaLimit: num('viewerQuotaLimit'),
 });

@@ -403,8 +403,13 @@ export class SensorIngestStack extends Stack {
       quota: { limit: props.viewerQuotaLimit ?? 200_000, period: apigw.Period.DAY },
     });
     viewerPlan.addApiStage({ stage: this.restApi.deploymentStage });
-    const viewerKey = this.restApi.addApiKey('ViewerApiKey', { description: 'Viewer key for the fleet page' });
+    // Not restApi.addApiKey: that ties the key to the stage, and the query function's
+    // environment names the key while the API names the function (a cycle).
+    const viewerKey = new apigw.ApiKey(this, 'ViewerApiKey', { description: 'Viewer key for the fleet page' });
     viewerPlan.addApiKey(viewerKey);
+    // API keys are not per route: the function reads fleet data only for the viewer key,
+    // so a box's key cannot read the fleet.
+    query.addEnvironment('VIEWER_KEY_IDS', viewerKey.keyId);
     new CfnOutput(this, 'PageUrl', { value: this.restApi.url, description: 'The fleet page (enter the viewer key once)' });
     new CfnOutput(this, 'ViewerApiKeyId', {
       value: viewerKey.keyId,

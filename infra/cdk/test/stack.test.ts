@@ -171,6 +171,7 @@ describe('default stack', () => {
     assert.equal(env.OPENSEARCH_AUTH, 'sigv4');
     assert.equal(env.CORS_ORIGIN, undefined, 'CORS is off by default');
     assert.equal(env.AWS_ENDPOINT_URL_IOT_DATA_PLANE, undefined, 'the query function calls no IoT API');
+    assert.match(render(env.VIEWER_KEY_IDS), /^\$\{ViewerApiKey[^}]*\}$/, 'only the viewer key reads');
     // Its own role: search only, on the sensors' indices.
     const roleId = fn.Properties.Role['Fn::GetAtt'][0];
     for (const name of FUNCTIONS) {

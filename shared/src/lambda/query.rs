@@ -7,7 +7,11 @@
 //! Configuration: the ingest functions' `OPENSEARCH_URL`, `OPENSEARCH_AUTH`,
 //! `OPENSEARCH_SERVICE`, `RULES` (the thresholds the page draws), the AWS region and
 //! credentials; plus `QUERY_INDICES` (index pattern per sensor, like `NO_DATA_INDICES`)
-//! and `CORS_ORIGIN` (one origin allowed to call the API from another site; unset: none).
+//! and `CORS_ORIGIN` (one origin allowed to call the API from another site; unset: none)
+//! and `VIEWER_KEY_IDS` (the ids of the API keys that may read fleet data; the stacks set
+//! their viewer key's id). API Gateway checks that a request carries *some* key of a usage
+//! plan, but keys are not per route: without this check a box's key could read the whole
+//! fleet. Unset (local stacks): any request that reached the function may read.
 
 use crate::adapters::opensearch::OpenSearchSearch;
 use crate::domain::sensor::Sensor;
@@ -22,6 +26,7 @@ use lambda_http::http::header::{
 };
 use lambda_http::http::StatusCode;
 use lambda_http::lambda_runtime::Runtime;
+use lambda_http::request::RequestContext;
 use lambda_http::{service_fn, Adapter, Body, Error, Request, RequestExt, Response};
 use opensearch::http::Url;
 use tokio::time::Instant;
@@ -54,9 +59,25 @@ pub fn parse_cors_origin(text: Option<&str>) -> Result<Option<HeaderValue>, Stri
         .map_err(|_| format!("{text:?} is not a valid header value"))
 }
 
+/// `VIEWER_KEY_IDS`: comma-separated API Gateway key ids (letters and digits).
+pub fn parse_viewer_keys(text: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let ids: Vec<String> = text.split(',').map(|id| id.trim().to_string()).collect();
+    if let Some(bad) = ids
+        .iter()
+        .find(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        return Err(format!("{bad:?} is not an API key id"));
+    }
+    Ok(Some(ids))
+}
+
 pub struct QueryHandler<S> {
     api: QueryApi<S>,
     cors_origin: Option<HeaderValue>,
+    viewer_keys: Option<Vec<String>>,
     function: String,
 }
 
@@ -86,6 +107,8 @@ impl QueryFunction {
             .map_err(|e| ConfigError(format!("QUERY_INDICES: {e}")))?;
         let cors_origin = parse_cors_origin(lookup("CORS_ORIGIN").as_deref())
             .map_err(|e| ConfigError(format!("CORS_ORIGIN: {e}")))?;
+        let viewer_keys = parse_viewer_keys(lookup("VIEWER_KEY_IDS").as_deref())
+            .map_err(|e| ConfigError(format!("VIEWER_KEY_IDS: {e}")))?;
         let sdk_config = load_sdk_config(&config).await;
         let search =
             OpenSearchSearch::new(&config, &sdk_config).map_err(|e| ConfigError(e.to_string()))?;
@@ -96,6 +119,7 @@ impl QueryFunction {
             QueryApi::new(search, Indices::new(indices), config.rules.clone(), page),
             cors_origin,
         )
+        .with_viewer_keys(viewer_keys)
         .named(function))
     }
 }
@@ -105,8 +129,28 @@ impl<S: Search> QueryHandler<S> {
         QueryHandler {
             api,
             cors_origin,
+            viewer_keys: None,
             function: "query".into(),
         }
+    }
+
+    /// Only these API key ids may read fleet data (`None`: any).
+    pub fn with_viewer_keys(mut self, ids: Option<Vec<String>>) -> Self {
+        self.viewer_keys = ids;
+        self
+    }
+
+    /// Whether the request may read fleet data: the key API Gateway checked for it
+    /// (`requestContext.identity.apiKeyId`) is a viewer key, when viewer keys are set.
+    fn may_read(&self, request: &Request) -> bool {
+        let Some(ids) = &self.viewer_keys else {
+            return true;
+        };
+        let key_id = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV1(context)) => context.identity.api_key_id.clone(),
+            _ => None,
+        };
+        key_id.is_some_and(|id| ids.contains(&id))
     }
 
     fn named(mut self, function: String) -> Self {
@@ -139,11 +183,23 @@ impl<S: Search> QueryHandler<S> {
                     .collect()
             })
             .unwrap_or_default();
-        let answer = self
-            .api
-            .answer(&method, &path, &pairs, chrono::Utc::now())
-            .instrument(span.clone())
-            .await;
+        let data_route = crate::query::api::API_PATHS.contains(&path.as_str()) && method == "GET";
+        let answer = if data_route && !self.may_read(&request) {
+            // API Gateway's own shape for a refused key (GatewayMessage in the contract).
+            Answer {
+                status: 403,
+                body: AnswerBody::Json(
+                    serde_json::json!({"message": "Forbidden: not a viewer key"}),
+                ),
+                retry_after: None,
+                allow: None,
+            }
+        } else {
+            self.api
+                .answer(&method, &path, &pairs, chrono::Utc::now())
+                .instrument(span.clone())
+                .await
+        };
         span.in_scope(|| {
             tracing::info!(
                 method = %method,
@@ -272,6 +328,66 @@ pub async fn run<S: Search>(handler: QueryHandler<S>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::rules::Rules;
+    use serde_json::{json, Value};
+
+    struct NoSearch;
+
+    impl Search for NoSearch {
+        async fn search(
+            &self,
+            _indices: &str,
+            _body: &Value,
+        ) -> Result<Value, crate::ports::DownstreamError> {
+            Ok(json!({}))
+        }
+    }
+
+    /// A REST (v1) proxy event for `GET path`, with the key id API Gateway checked.
+    fn event(path: &str, key_id: Option<&str>) -> Request {
+        let event = json!({
+            "resource": path, "path": path, "httpMethod": "GET", "headers": {},
+            "multiValueHeaders": {}, "queryStringParameters": null,
+            "multiValueQueryStringParameters": null, "pathParameters": null,
+            "stageVariables": null, "body": null, "isBase64Encoded": false,
+            "requestContext": {"accountId": "123456789012", "apiId": "abc", "resourceId": "r",
+                "stage": "v1", "requestId": "id", "resourcePath": path, "httpMethod": "GET",
+                "path": format!("/v1{path}"), "protocol": "HTTP/1.1",
+                "identity": {"sourceIp": "127.0.0.1", "apiKeyId": key_id}}
+        });
+        lambda_http::request::from_str(&event.to_string()).expect("a REST event")
+    }
+
+    #[tokio::test]
+    async fn only_viewer_keys_read_fleet_data_and_the_page_is_open() {
+        let handler = QueryHandler::new(
+            crate::query::QueryApi::new(
+                NoSearch,
+                Indices::new(vec![(Sensor::Dust, "dust*".into())]),
+                Rules::default(),
+                "<html></html>",
+            ),
+            None,
+        )
+        .with_viewer_keys(parse_viewer_keys(Some("viewer1, viewer2")).unwrap());
+        let status = |r: Response<Body>| r.status().as_u16();
+        assert_eq!(
+            status(handler.handle(event("/api/rules", Some("viewer2"))).await),
+            200
+        );
+        assert_eq!(
+            status(handler.handle(event("/api/rules", Some("boxkey"))).await),
+            403
+        );
+        assert_eq!(status(handler.handle(event("/api/boxes", None)).await), 403);
+        assert_eq!(
+            status(handler.handle(event("/", None)).await),
+            200,
+            "stage prefix ignored"
+        );
+        assert!(parse_viewer_keys(Some("a,b-c")).is_err());
+        assert_eq!(parse_viewer_keys(Some(" ")).unwrap(), None);
+    }
 
     #[test]
     fn cors_origin_is_one_plain_origin() {
