@@ -18,8 +18,9 @@ usage: localstack [options]
   --stage NAME         API Gateway stage name in events (default local)
   --invoke-timeout S   seconds to wait for a function (default 600: the first
                        invocation under `cargo lambda watch` may compile it)
-  --api-key KEY        require this x-api-key on the routes (403 otherwise), as
-                       the deployed API does; default: no key checked
+  --api-key KEY        require this x-api-key where api/openapi.yaml requires a
+                       key (403 otherwise), as the deployed API does; default: no
+                       key checked
   --quiet              no per-request log lines
 ";
 

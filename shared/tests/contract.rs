@@ -314,9 +314,9 @@ impl shared::ports::Search for CannedSearch {
         } else if body["aggs"]["series"].is_object() {
             json!({"hits": {"total": {"value": 3}}, "aggregations": {"series": {"buckets": [
                 {"key": 1_796_083_200_000i64, "key_as_string": "2026-12-01T00:00:00.000Z", "doc_count": 2,
-                 "min": {"value": 1.0}, "avg": {"value": 1.5}, "max": {"value": 2.0}},
+                 "stats": {"count": 2, "min": 1.0, "avg": 1.5, "max": 2.0, "sum": 3.0}},
                 {"key": 1_796_085_000_000i64, "doc_count": 1,
-                 "min": {"value": 4.0}, "avg": {"value": 4.0}, "max": {"value": 4.0}}
+                 "stats": {"count": 1, "min": 4.0, "avg": 4.0, "max": 4.0, "sum": 4.0}}
             ]}}})
         } else {
             let hit = |id: &str, ms: i64, source: &Value| json!({"_id": id, "_source": source, "sort": [ms, id]});

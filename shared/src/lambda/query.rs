@@ -389,6 +389,56 @@ mod tests {
         assert_eq!(parse_viewer_keys(Some(" ")).unwrap(), None);
     }
 
+    fn request(method: &str, path: &str) -> Request {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::Empty)
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn cors_headers_only_for_the_configured_origin_and_the_page_has_a_csp() {
+        let api = || {
+            crate::query::QueryApi::new(
+                NoSearch,
+                Indices::new(vec![(Sensor::Dust, "dust*".into())]),
+                Rules::default(),
+                "<html></html>",
+            )
+        };
+        let origin = parse_cors_origin(Some("https://fleet.example.com")).unwrap();
+        let with = QueryHandler::new(api(), origin);
+        let preflight = with.handle(request("OPTIONS", "/api/boxes")).await;
+        assert_eq!(preflight.status(), 204);
+        let h = preflight.headers();
+        assert_eq!(
+            h["access-control-allow-origin"],
+            "https://fleet.example.com"
+        );
+        assert_eq!(h["access-control-allow-headers"], "x-api-key");
+        assert_eq!(h["access-control-allow-methods"], "GET, OPTIONS");
+        let get = with.handle(request("GET", "/api/rules")).await;
+        assert_eq!(
+            get.headers()["access-control-allow-origin"],
+            "https://fleet.example.com"
+        );
+        assert_eq!(get.headers()["cache-control"], "no-store");
+
+        let without = QueryHandler::new(api(), None);
+        let get = without.handle(request("GET", "/api/rules")).await;
+        assert!(!get.headers().contains_key("access-control-allow-origin"));
+        let page = without.handle(request("GET", "/")).await;
+        assert!(page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("connect-src 'self'"));
+    }
+
     #[test]
     fn cors_origin_is_one_plain_origin() {
         assert_eq!(parse_cors_origin(None).unwrap(), None);

@@ -168,8 +168,9 @@ pub fn readings(response: &Value, request: &SeriesRequest<'_>) -> Value {
             let t = b["key"]
                 .as_i64()
                 .or_else(|| b["key"].as_f64().map(|f| f as i64))?;
-            let count = b["doc_count"].as_u64().filter(|c| *c > 0)?;
-            let stat = |name: &str| b[name]["value"].as_f64().filter(|v| v.is_finite());
+            let stats = &b["stats"];
+            let count = stats["count"].as_u64().filter(|c| *c > 0)?;
+            let stat = |name: &str| stats[name].as_f64().filter(|v| v.is_finite());
             Some(json!({
                 "t": t,
                 "count": count,
@@ -311,9 +312,9 @@ mod tests {
     #[test]
     fn readings_keep_complete_buckets_in_order() {
         let response = json!({"aggregations": {"series": {"buckets": [
-            {"key": 1_796_083_200_000i64, "doc_count": 2, "min": {"value": 1.0}, "avg": {"value": 1.5}, "max": {"value": 2.0}},
-            {"key": 1_796_085_000_000i64, "doc_count": 0, "min": {"value": null}, "avg": {"value": null}, "max": {"value": null}},
-            {"key": 1_796_086_800_000i64, "doc_count": 1, "min": {"value": 4.0}, "avg": {"value": 4.0}, "max": {"value": 4.0}}
+            {"key": 1_796_083_200_000i64, "doc_count": 2, "stats": {"count": 2, "min": 1.0, "avg": 1.5, "max": 2.0, "sum": 3.0}},
+            {"key": 1_796_085_000_000i64, "doc_count": 0, "stats": {"count": 0, "min": null, "avg": null, "max": null, "sum": 0.0}},
+            {"key": 1_796_086_800_000i64, "doc_count": 1, "stats": {"count": 1, "min": 4.0, "avg": 4.0, "max": 4.0, "sum": 4.0}}
         ]}}});
         let request = SeriesRequest {
             sensor: Sensor::Gasdetector,
