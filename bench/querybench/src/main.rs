@@ -214,6 +214,16 @@ async fn main() {
         to.format("%Y-%m-%dT%H:%M:%SZ")
     );
     let span = shared::query::params::TimeRange { from, to };
+    // The page's default view: the last 24 hours (of the month loaded).
+    let day = shared::query::params::TimeRange {
+        from: to - ChronoDuration::days(1),
+        to,
+    };
+    let day_range = format!(
+        "from={}&to={}",
+        day.from.format("%Y-%m-%dT%H:%M:%SZ"),
+        day.to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
     let group = shared::domain::group_id::GroupId::parse(MONTH_GROUP).expect("group");
     let os = &peers.opensearch.url;
     let routes = [
@@ -238,6 +248,24 @@ async fn main() {
             shared::query::search::boxes(&span),
         ),
         (
+            "/api/readings (last 24 h, the page's default)",
+            format!("{base}/api/readings?sensor=gasdetector&groupid={MONTH_GROUP}&measure=no2&{day_range}"),
+            format!("{os}/gasdetect*/_search"),
+            shared::query::search::readings(
+                Sensor::Gasdetector,
+                &group,
+                shared::Measure::No2,
+                &day,
+                shared::query::interval::Interval::auto(day.span()),
+            ),
+        ),
+        (
+            "/api/boxes (last 24 h, the page's default)",
+            format!("{base}/api/boxes?{day_range}"),
+            format!("{os}/gasdetect*,dust*,temp*/_search"),
+            shared::query::search::boxes(&day),
+        ),
+        (
             "/api/warnings (first page of 50)",
             format!("{base}/api/warnings?{range}"),
             format!("{os}/gasdetect*,dust*,temp*/_search"),
@@ -251,6 +279,17 @@ async fn main() {
     );
     println!(
         "| route | answer | p50 | p95 | max | osmem-server alone p50 / p95 |\n|---|---|---:|---:|---:|---:|"
+    );
+    // Gateway + function with no search behind them: what they add to every route.
+    let rules_url = format!("{base}/api/rules");
+    let _ = time_route(&http, &rules_url, None, 3).await;
+    let (rules, _) = time_route(&http, &rules_url, None, runs).await;
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "| /api/rules (no search: gateway + function alone) | 9 rules | {} | {} | {} | - |",
+        ms(percentile(&rules, 50.0)),
+        ms(percentile(&rules, 95.0)),
+        ms(*rules.last().expect("runs"))
     );
     for (name, url, direct_url, body) in routes {
         let _ = time_route(&http, &url, None, 3).await;
