@@ -439,6 +439,38 @@ mod tests {
             .contains("connect-src 'self'"));
     }
 
+    #[tokio::test]
+    async fn the_sample_events_are_answered() {
+        let handler = QueryHandler::new(
+            crate::query::QueryApi::new(
+                NoSearch,
+                Indices::new(crate::lambda::no_data::parse_indices(None).unwrap()),
+                Rules::default(),
+                "<html></html>",
+            ),
+            None,
+        )
+        .with_viewer_keys(Some(vec!["k1k2k3".into()]));
+        for (file, status) in [
+            (
+                include_str!("../../../events/query/readings-apigw-rest.json"),
+                200,
+            ),
+            (
+                include_str!("../../../events/query/boxes-apigw-rest.json"),
+                200,
+            ),
+            (
+                include_str!("../../../events/query/page-apigw-rest.json"),
+                200,
+            ),
+        ] {
+            let request = lambda_http::request::from_str(file).expect("an event");
+            let response = handler.handle(request).await;
+            assert_eq!(response.status().as_u16(), status);
+        }
+    }
+
     #[test]
     fn cors_origin_is_one_plain_origin() {
         assert_eq!(parse_cors_origin(None).unwrap(), None);
