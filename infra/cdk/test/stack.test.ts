@@ -331,6 +331,18 @@ describe('default stack', () => {
 });
 
 describe('options', () => {
+  it('passes the CORS origin to the query function only when given', () => {
+    const template = synth({ corsOrigin: 'https://fleet.example.com', viewerQuotaLimit: 5000 });
+    const [, fn] = Object.entries(template.findResources('AWS::Lambda::Function', {
+      Properties: { Description: 'GET / (the fleet page) and GET /api/* (read API)' },
+    }))[0];
+    assert.equal(fn.Properties.Environment.Variables.CORS_ORIGIN, 'https://fleet.example.com');
+    template.hasResourceProperties('AWS::ApiGateway::UsagePlan', {
+      Description: 'Fleet viewers (the page and GET /api/*)',
+      Quota: { Limit: 5000, Period: 'DAY' },
+    });
+  });
+
   it('adds an IAM-authorized HTTP API with the same routes', () => {
     const template = synth({ httpApi: true });
     template.resourceCountIs('AWS::ApiGatewayV2::Api', 1);
