@@ -3,6 +3,7 @@
 mod agent;
 mod clock;
 mod config;
+mod mqtt;
 mod queue;
 mod reading;
 mod sender;

@@ -134,7 +134,9 @@ async fn broker_retained_messages_and_wills() {
     let addr = broker.local_addr();
     broker
         .publisher()
-        .publish("pi/1/state", Bytes::from_static(b"on"), 1, true);
+        .publish("pi/1/state", Bytes::from_static(b"on"), 1, true)
+        .await
+        .unwrap();
     let mut late = Subscriber::connect(addr, "pi/1/#").await;
     let got = late.next().await;
     assert_eq!((got.topic.as_str(), got.retain), ("pi/1/state", true));

@@ -20,6 +20,8 @@ pub fn run(_args: &[String]) -> Result {
     ]))?;
     // tests/tests/schemathesis.rs fuzzes the local stack from api/openapi.yaml.
     tools::ensure_schemathesis()?;
+    // The local MQTT broker of every stack the tests start.
+    tools::ensure_mosquitto()?;
     tools::run(cargo().args(["test", "--workspace"]))?;
     crate::infra::check(&[])?;
     // Licences, bans (one TLS stack) and sources, offline. The first run on a fresh
