@@ -612,13 +612,75 @@ sensortype = "9"
 
     #[test]
     fn the_example_config_is_valid() {
-        let text = include_str!("../config.example.toml").replace(
+        // The certificate paths must exist: any readable file stands in for them.
+        let present = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let mut text = include_str!("../config.example.toml").replace(
             "api_key_file = \"/etc/sensorbox/api-key\"",
             "api_key = \"k\"",
         );
+        for file in ["AmazonRootCA1.pem", "device.pem.crt", "private.pem.key"] {
+            text = text.replace(&format!("/etc/sensorbox/{file}"), present);
+        }
         let config = Config::from_toml(&text).expect("the example parses");
         assert_eq!(config.sensors.len(), 3);
         assert_eq!(config.queue.path, PathBuf::from(DEFAULT_QUEUE_PATH));
+        let mqtt = config.mqtt.expect("the example has [mqtt]");
+        assert_eq!(mqtt.port, 8883);
+        assert_eq!(mqtt.warning_topics, ["pi/2"]);
+        assert_eq!(mqtt.keep_alive, Duration::from_secs(30));
+        assert_eq!(config.transport, Transport::Https);
+    }
+
+    fn with_mqtt(section: &str) -> String {
+        let present = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let mqtt = format!(
+            "[mqtt]\nendpoint = \"iot.example\"\nca = \"{present}\"\ncert = \"{present}\"\nkey = \"{present}\"\n{section}\n"
+        );
+        GOOD.replace("[queue]", &format!("{mqtt}[queue]"))
+    }
+
+    #[test]
+    fn the_mqtt_section_names_its_bad_keys() {
+        let config = Config::from_toml(&with_mqtt("")).expect("valid");
+        let mqtt = config.mqtt.expect("mqtt");
+        assert_eq!((mqtt.port, mqtt.device_root.as_str()), (8883, "devices"));
+        assert_eq!(mqtt.warning_topics, ["pi/2"]);
+        let cases = [
+            ("port = 0", "mqtt.port"),
+            ("keep_alive_s = 0", "mqtt.keep_alive_s"),
+            ("keep_alive_s = 5000", "mqtt.keep_alive_s"),
+            ("topic_template = \"pi/#\"", "mqtt.topic_template"),
+            ("device_root = \"a/b\"", "mqtt.device_root"),
+            ("hook = []", "mqtt.hook"),
+            ("cafile = \"x\"", ""),
+        ];
+        for (line, key) in cases {
+            let err = Config::from_toml(&with_mqtt(line)).expect_err(line);
+            if key.is_empty() {
+                assert!(err.message.contains("cafile"), "{err}");
+            } else {
+                assert_eq!(err.key, key, "{line}: {err}");
+            }
+        }
+        let missing = with_mqtt("").replace("cert = ", "# cert = ");
+        assert_eq!(error_key(&missing), "mqtt.cert");
+        let absent = with_mqtt("").replace(
+            &format!("key = \"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
+            "key = \"/nonexistent/private.pem.key\"",
+        );
+        let err = Config::from_toml(&absent).expect_err("absent key file");
+        assert_eq!(err.key, "mqtt.key");
+        assert!(
+            err.message.contains("/nonexistent/private.pem.key"),
+            "{err}"
+        );
+        let scheme = with_mqtt("").replace("\"iot.example\"", "\"mqtts://iot.example\"");
+        assert_eq!(error_key(&scheme), "mqtt.endpoint");
+        let no_section = GOOD.replace("[queue]", "transport = \"mqtt\"\n[queue]");
+        assert_eq!(error_key(&no_section), "mqtt");
+        let over_mqtt = with_mqtt("").replace("[mqtt]", "transport = \"mqtt\"\n[mqtt]");
+        let config = Config::from_toml(&over_mqtt).expect("transport mqtt");
+        assert_eq!(config.transport, Transport::Mqtt);
     }
 
     #[test]

@@ -1,13 +1,6 @@
 //! `sensorbox`: the box agent. See docs/box.md.
 
-mod agent;
-mod clock;
-mod config;
-mod mqtt;
-mod queue;
-mod reading;
-mod sender;
-mod source;
+use sensorbox::{agent, config, queue};
 
 use config::Config;
 use std::path::PathBuf;
