@@ -93,6 +93,38 @@ pub fn executable() -> io::Result<PathBuf> {
     ))
 }
 
+/// Linux: the broker is killed when the thread that started it ends, so a `localstack`
+/// killed with SIGKILL (or a test process that exits) leaves no Mosquitto holding ports.
+/// Elsewhere the handle's `Drop` is all there is.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent; it runs in
+    // the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// The user this process runs as (Mosquitto's `user`: no switch when it is ours).
+fn current_user() -> String {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return "root".into();
+    }
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "mosquitto".into())
+}
+
 /// `addr` if nothing listens there now, or a free port for port 0 (Mosquitto cannot be
 /// told to pick one itself). Checked before the start: a broker already on the port would
 /// answer the readiness probe and hide that ours could not bind.
@@ -138,6 +170,9 @@ impl Broker {
         let mut text = format!(
             "# Written by localstack (broker.rs) at every start.\n\
              per_listener_settings false\n\
+             # As root Mosquitto would switch to the `mosquitto` user, which clears the\n\
+             # parent-death signal (die_with_parent) and may not read target/dev.\n\
+             user {user}\n\
              allow_anonymous true\n\
              persistence false\n\
              max_queued_messages {MAX_QUEUED}\n\
@@ -147,6 +182,7 @@ impl Broker {
              connection_messages true\n\
              listener {port} {host}\n",
             log = log.display(),
+            user = current_user(),
             port = plain.port(),
             host = plain.ip(),
         );
@@ -166,16 +202,17 @@ impl Broker {
         }
         let conf = dir.join("mosquitto.conf");
         std::fs::write(&conf, text)?;
-        let child = Command::new(&program)
+        let mut command = Command::new(&program);
+        command
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot run {}: {e}", program.display()))
-            })?;
+            .stderr(Stdio::null());
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot run {}: {e}", program.display()))
+        })?;
         let mut broker = Broker {
             plain,
             tls: tls.as_ref().map(|(addr, _)| *addr),

@@ -213,6 +213,7 @@ describe('default stack', () => {
     assert.deepEqual(resourcesOf(byAction('iot:Receive')[0]),
       ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/pi/${iot:Connection.Thing.Attributes[groupid]}']);
     assert.deepEqual(resourcesOf(byAction('iot:Publish')[0]).sort(), [
+      'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/connected',
       'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/data/*',
       'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/lwt',
     ]);
