@@ -406,6 +406,48 @@ async fn run_hook(command: Vec<String>, input: String) {
 mod tests {
     use super::*;
 
+    fn config_with(certs: &localstack::Certs, port: u16) -> MqttConfig {
+        let device = certs.device("box-1").expect("device certificate");
+        MqttConfig {
+            endpoint: "localhost".into(),
+            port,
+            ca: certs.ca(),
+            cert: device.cert,
+            key: device.key,
+            keep_alive: Duration::from_secs(30),
+            warning_topics: vec!["pi/1".into()],
+            device_root: "devices".into(),
+            hook: None,
+        }
+    }
+
+    #[test]
+    fn port_443_offers_iot_cores_alpn_and_bad_files_name_their_key() {
+        shared::adapters::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = localstack::Certs::ensure(dir.path()).expect("CA");
+        let tls = tls_config(&config_with(&certs, 443)).expect("tls");
+        assert_eq!(tls.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
+        let tls = tls_config(&config_with(&certs, 8883)).expect("tls");
+        assert!(tls.alpn_protocols.is_empty());
+
+        // A key file that holds a certificate, a CA file that holds a key.
+        let mut config = config_with(&certs, 8883);
+        config.key = config.cert.clone();
+        let err = tls_config(&config).expect_err("no key in the key file");
+        assert!(err.starts_with("mqtt.key"), "{err}");
+        let mut config = config_with(&certs, 8883);
+        config.ca = config.key.clone();
+        let err = tls_config(&config).expect_err("no certificate in the CA file");
+        assert!(err.starts_with("mqtt.ca"), "{err}");
+        // Another thing's key with this certificate.
+        let other = certs.device("box-2").expect("second device");
+        let mut config = config_with(&certs, 8883);
+        config.key = other.key;
+        let err = tls_config(&config).expect_err("mismatched key");
+        assert!(err.contains("mqtt.cert/mqtt.key"), "{err}");
+    }
+
     #[test]
     fn in_flight_maps_packet_ids_in_request_order_and_ignores_resends() {
         let mut f = InFlight::default();

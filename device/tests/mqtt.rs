@@ -4,13 +4,14 @@
 //! and the functions under `cargo lambda watch` publishing warnings through the local IoT
 //! endpoint.
 
-use integration_tests::{eventually, start_watch, wait_for_gasdetector, ChildGuard, OpenSearch};
+use integration_tests::{
+    eventually, function_env, start_watch, wait_for_gasdetector, ChildGuard, OpenSearch,
+};
 use localstack::{
     Broker, BrokerConfig, Certs, Gateway, GatewayConfig, IotEndpoint, Rules, RulesConfig,
     TlsListener,
 };
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,19 +52,9 @@ async fn start_stack(dir: &Path) -> Stack {
         .await
         .expect("IoT endpoint");
     let opensearch = OpenSearch::start().await;
-    let env: HashMap<String, String> = [
-        ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", iot.url()),
-        ("OPENSEARCH_URL", opensearch.url.clone()),
-        ("OPENSEARCH_AUTH", "none".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "AKIDBOX".into()),
-        ("AWS_SECRET_ACCESS_KEY", "box-secret".into()),
-        // One message per breaching reading: the test needs a warning at once.
-        ("ALARM_MODE", "every".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let mut env = function_env(&iot.url(), &opensearch.url);
+    // One message per breaching reading: the test needs a warning at once.
+    env.insert("ALARM_MODE".into(), "every".into());
     let (watch, watch_port) = start_watch(&env, &[]).await;
     let invoke = format!("http://127.0.0.1:{watch_port}");
     let rules = Rules::start(
@@ -174,6 +165,12 @@ fn log_text(the_box: &Box) -> String {
     std::fs::read_to_string(&the_box.log).unwrap_or_default()
 }
 
+impl Stack {
+    fn iot_client(&self) -> aws_sdk_iotdataplane::Client {
+        integration_tests::iot_client(&self.iot.url())
+    }
+}
+
 fn reported(stack: &Stack, thing: &str) -> Option<Value> {
     stack
         .iot
@@ -261,6 +258,48 @@ async fn warnings_arrive_over_mutual_tls_and_the_shadow_follows_the_connection()
         took < Duration::from_millis(1500 * KEEP_ALIVE_S),
         "connected: false took {took:?} (keep-alive {KEEP_ALIVE_S} s)"
     );
+
+    // A warning published while the box is off (QoS 1, through the IoT Publish API as the
+    // functions do) waits in its persistent session and reaches the hook after a restart.
+    let offline = json!({"warning": "while you were away", "groupid": group});
+    stack
+        .iot_client()
+        .publish()
+        .topic(format!("pi/{group}"))
+        .qos(1)
+        .payload(aws_sdk_iotdataplane::primitives::Blob::new(
+            offline.to_string().into_bytes(),
+        ))
+        .send()
+        .await
+        .expect("publish while offline");
+    // Without `go` the restarted box takes no reading, so no fresh warning races it.
+    std::fs::remove_file(&the_box.go).expect("remove go");
+    let mut agent = start_agent(&the_box);
+    let second: Value = eventually(
+        "the offline warning at the hook",
+        Duration::from_secs(30),
+        || {
+            agent.assert_running();
+            let text = std::fs::read_to_string(&the_box.hook).unwrap_or_default();
+            let line = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| l["warning"]["warning"] == "while you were away");
+            async move { line }
+        },
+    )
+    .await;
+    assert_eq!(second["warning"], offline, "{second}");
+    eventually(
+        "the shadow to say connected again",
+        Duration::from_secs(30),
+        || {
+            let connected = reported(&stack, &thing).map(|r| r["connected"].clone());
+            async move { (connected == Some(json!(true))).then_some(()) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
