@@ -151,7 +151,8 @@ impl InFlight {
         Some(seq)
     }
 
-    /// After a fresh connection without a session, nothing in flight will be acked.
+    /// After a connection without a session nothing in flight will be acked (rumqttc
+    /// cleared its pending requests), so every reading may be published again.
     fn forget(&mut self) {
         *self = InFlight::default();
     }
@@ -260,6 +261,10 @@ impl Link {
                     "MQTT: connected as {}",
                     self.thing
                 );
+                // Without a session, rumqttc drops what it had pending (unacked publishes and
+                // requests still in its channel): those readings are no longer in flight and
+                // go out again from the queue. With a session it resends them itself, under
+                // the packet ids already mapped.
                 if !ack.session_present {
                     in_flight.forget();
                 }
