@@ -6,7 +6,8 @@
 //! reading is filed under 1970 and none is dropped for want of a time.
 
 use crate::clock::{self, ClockState};
-use crate::config::{ClockPolicy, Config, SourceSpec};
+use crate::config::{ClockPolicy, Config, SourceSpec, Transport};
+use crate::mqtt::Link;
 use crate::queue::Queue;
 use crate::reading::{QueuedReading, ReadingBuilder};
 use crate::sender::Sender;
@@ -77,18 +78,37 @@ pub async fn run(config: Config) -> Result<(), String> {
         api = %config.api_url,
         "sensorbox started"
     );
+    if let Some(mqtt) = config.mqtt.clone() {
+        let readings = (config.transport == Transport::Mqtt).then(|| wake.clone());
+        let link = Link::new(mqtt, config.thing_name.clone(), queue.clone(), readings);
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let reason = link.run().await;
+            tracing::error!("MQTT stopped: {reason}");
+            if let Ok(mut q) = queue.lock() {
+                let _ = q.set_status("mqtt", &format!("stopped: {reason}"));
+            }
+        });
+    } else {
+        tracing::info!("no [mqtt] section: no warnings are received on this box");
+    }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    tokio::select! {
-        reason = sender.run(wake) => {
-            tracing::error!("{reason}");
-            if let Ok(mut q) = queue.lock() {
-                let _ = q.set_status("sender", &format!("stopped: {reason}"));
+    if config.transport == Transport::Mqtt {
+        // Readings leave over MQTT (mqtt.rs); the HTTPS sender stays idle.
+        shutdown.await;
+    } else {
+        tokio::select! {
+            reason = sender.run(wake) => {
+                tracing::error!("{reason}");
+                if let Ok(mut q) = queue.lock() {
+                    let _ = q.set_status("sender", &format!("stopped: {reason}"));
+                }
+                // Keep reading and queueing: nothing is lost while a person fixes the key.
+                shutdown.await;
             }
-            // Keep reading and queueing: nothing is lost while a person fixes the key.
-            shutdown.await;
+            _ = &mut shutdown => {}
         }
-        _ = &mut shutdown => {}
     }
     tracing::info!("sensorbox stopping");
     Ok(())

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use shared::domain::group_id::GroupId;
 use shared::domain::location::Location;
 use shared::domain::measure::Measure;
+use shared::ingest::topic::TopicTemplate;
 use shared::Sensor;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -66,8 +67,25 @@ struct RawConfig {
     request_timeout_s: Option<u64>,
     #[serde(default)]
     queue: RawQueue,
+    #[serde(default)]
+    transport: Transport,
+    mqtt: Option<RawMqtt>,
     #[serde(default, rename = "sensor")]
     sensors: Vec<RawSensor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    endpoint: Option<String>,
+    port: Option<u16>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    keep_alive_s: Option<u64>,
+    topic_template: Option<String>,
+    device_root: Option<String>,
+    hook: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +126,39 @@ pub enum ClockPolicy {
     System,
 }
 
+/// How readings leave the box.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// POST to the API (single readings live, batches after an outage).
+    #[default]
+    Https,
+    /// Publish each reading to `<device_root>/<thing>/data/<route>` at QoS 1 (the stacks'
+    /// topic rule invokes the function); a reading leaves the queue on PUBACK.
+    Mqtt,
+}
+
+/// The MQTT connection to IoT Core (warnings in, connection state, optionally readings).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// The account's `iot:Data-ATS` endpoint host.
+    pub endpoint: String,
+    /// 8883, or 443 (ALPN `x-amzn-mqtt-ca`, for networks that allow only HTTPS ports).
+    pub port: u16,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub keep_alive: Duration,
+    /// The warning topics this box subscribes to (the stacks' `TopicTemplate` rendered
+    /// for this group and each configured sensor; one topic with the default `pi/{groupid}`).
+    pub warning_topics: Vec<String>,
+    /// `DeviceTopicRoot` of the stacks: Last Will on `<root>/<thing>/lwt`, connect report
+    /// on `<root>/<thing>/connected`, readings on `<root>/<thing>/data/<route>`.
+    pub device_root: String,
+    /// A command handed each warning as JSON on stdin (buzzer, LED, GPIO).
+    pub hook: Option<Vec<String>>,
+}
+
 /// Where a sensor's lines come from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -135,6 +186,8 @@ pub struct Config {
     pub clock: ClockPolicy,
     pub request_timeout: Duration,
     pub queue: QueueConfig,
+    pub transport: Transport,
+    pub mqtt: Option<MqttConfig>,
     pub sensors: Vec<SensorConfig>,
 }
 
@@ -163,6 +216,9 @@ const DEFAULT_QUEUE_PATH: &str = "/var/lib/sensorbox/queue.db";
 const DEFAULT_MAX_READINGS: u64 = 500_000;
 const DEFAULT_INTERVAL_S: u64 = 30;
 const DEFAULT_TIMEOUT_S: u64 = 10;
+const DEFAULT_MQTT_PORT: u16 = 8883;
+/// IoT Core's default keep-alive suggestion; it accepts 30 to 1200 s.
+const DEFAULT_KEEP_ALIVE_S: u64 = 30;
 
 impl Config {
     /// Reads `path` and the `SENSORBOX_*` environment.
@@ -278,6 +334,16 @@ impl RawConfig {
             .enumerate()
             .map(|(i, s)| s.validate(i))
             .collect::<Result<Vec<_>, _>>()?;
+        let mqtt = match self.mqtt {
+            Some(raw) => Some(raw.validate(&group, &sensors)?),
+            None if self.transport == Transport::Mqtt => {
+                return Err(ConfigError::new(
+                    "mqtt",
+                    "transport = \"mqtt\" needs an [mqtt] section (endpoint and certificates)",
+                ))
+            }
+            None => None,
+        };
         Ok(Config {
             api_url,
             api_key,
@@ -287,7 +353,101 @@ impl RawConfig {
             clock: self.clock,
             request_timeout,
             queue,
+            transport: self.transport,
+            mqtt,
             sensors,
+        })
+    }
+}
+
+impl RawMqtt {
+    fn validate(
+        self,
+        group: &GroupId,
+        sensors: &[SensorConfig],
+    ) -> Result<MqttConfig, ConfigError> {
+        let endpoint = self
+            .endpoint
+            .filter(|e| !e.trim().is_empty())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "mqtt.endpoint",
+                    "missing: the IoT data endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS)",
+                )
+            })?;
+        if endpoint.contains("://") || endpoint.contains('/') || endpoint.contains(':') {
+            return Err(ConfigError::new(
+                "mqtt.endpoint",
+                "a host name only (no scheme, port or path)",
+            ));
+        }
+        let port = match self.port.unwrap_or(DEFAULT_MQTT_PORT) {
+            0 => return Err(ConfigError::new("mqtt.port", "must not be 0")),
+            port => port,
+        };
+        let file = |key: &str, path: Option<PathBuf>, what: &str| {
+            let path = path.ok_or_else(|| {
+                ConfigError::new(format!("mqtt.{key}"), format!("missing: {what}"))
+            })?;
+            std::fs::metadata(&path).map_err(|e| {
+                ConfigError::new(
+                    format!("mqtt.{key}"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Ok::<PathBuf, ConfigError>(path)
+        };
+        let ca = file("ca", self.ca, "the CA to trust (AmazonRootCA1.pem)")?;
+        let cert = file("cert", self.cert, "the device certificate (PEM)")?;
+        let key = file("key", self.key, "the device private key (PEM)")?;
+        let keep_alive_s = self.keep_alive_s.unwrap_or(DEFAULT_KEEP_ALIVE_S);
+        if !(1..=1200).contains(&keep_alive_s) {
+            return Err(ConfigError::new(
+                "mqtt.keep_alive_s",
+                "between 1 and 1200 seconds (IoT Core accepts 30 to 1200)",
+            ));
+        }
+        let template = TopicTemplate::parse(
+            self.topic_template
+                .as_deref()
+                .unwrap_or(shared::ingest::topic::DEFAULT_TEMPLATE),
+        )
+        .map_err(|e| ConfigError::new("mqtt.topic_template", e.to_string()))?;
+        let mut warning_topics: Vec<String> = sensors
+            .iter()
+            .map(|s| template.topic(s.route, group).as_str().to_owned())
+            .collect();
+        warning_topics.sort();
+        warning_topics.dedup();
+        let device_root = self.device_root.unwrap_or_else(|| "devices".into());
+        if device_root.is_empty()
+            || !device_root
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        {
+            return Err(ConfigError::new(
+                "mqtt.device_root",
+                "one topic level of [a-zA-Z0-9_-] (the stacks' DeviceTopicRoot)",
+            ));
+        }
+        if let Some(hook) = &self.hook {
+            if hook.first().is_none_or(|p| p.is_empty()) {
+                return Err(ConfigError::new(
+                    "mqtt.hook",
+                    "a command as a list, e.g. [\"/usr/local/bin/buzz\"]",
+                ));
+            }
+        }
+        Ok(MqttConfig {
+            endpoint,
+            port,
+            ca,
+            cert,
+            key,
+            keep_alive: Duration::from_secs(keep_alive_s),
+            warning_topics,
+            device_root,
+            hook: self.hook,
         })
     }
 }
@@ -452,13 +612,75 @@ sensortype = "9"
 
     #[test]
     fn the_example_config_is_valid() {
-        let text = include_str!("../config.example.toml").replace(
+        // The certificate paths must exist: any readable file stands in for them.
+        let present = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let mut text = include_str!("../config.example.toml").replace(
             "api_key_file = \"/etc/sensorbox/api-key\"",
             "api_key = \"k\"",
         );
+        for file in ["AmazonRootCA1.pem", "device.pem.crt", "private.pem.key"] {
+            text = text.replace(&format!("/etc/sensorbox/{file}"), present);
+        }
         let config = Config::from_toml(&text).expect("the example parses");
         assert_eq!(config.sensors.len(), 3);
         assert_eq!(config.queue.path, PathBuf::from(DEFAULT_QUEUE_PATH));
+        let mqtt = config.mqtt.expect("the example has [mqtt]");
+        assert_eq!(mqtt.port, 8883);
+        assert_eq!(mqtt.warning_topics, ["pi/2"]);
+        assert_eq!(mqtt.keep_alive, Duration::from_secs(30));
+        assert_eq!(config.transport, Transport::Https);
+    }
+
+    fn with_mqtt(section: &str) -> String {
+        let present = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let mqtt = format!(
+            "[mqtt]\nendpoint = \"iot.example\"\nca = \"{present}\"\ncert = \"{present}\"\nkey = \"{present}\"\n{section}\n"
+        );
+        GOOD.replace("[queue]", &format!("{mqtt}[queue]"))
+    }
+
+    #[test]
+    fn the_mqtt_section_names_its_bad_keys() {
+        let config = Config::from_toml(&with_mqtt("")).expect("valid");
+        let mqtt = config.mqtt.expect("mqtt");
+        assert_eq!((mqtt.port, mqtt.device_root.as_str()), (8883, "devices"));
+        assert_eq!(mqtt.warning_topics, ["pi/2"]);
+        let cases = [
+            ("port = 0", "mqtt.port"),
+            ("keep_alive_s = 0", "mqtt.keep_alive_s"),
+            ("keep_alive_s = 5000", "mqtt.keep_alive_s"),
+            ("topic_template = \"pi/#\"", "mqtt.topic_template"),
+            ("device_root = \"a/b\"", "mqtt.device_root"),
+            ("hook = []", "mqtt.hook"),
+            ("cafile = \"x\"", ""),
+        ];
+        for (line, key) in cases {
+            let err = Config::from_toml(&with_mqtt(line)).expect_err(line);
+            if key.is_empty() {
+                assert!(err.message.contains("cafile"), "{err}");
+            } else {
+                assert_eq!(err.key, key, "{line}: {err}");
+            }
+        }
+        let missing = with_mqtt("").replace("cert = ", "# cert = ");
+        assert_eq!(error_key(&missing), "mqtt.cert");
+        let absent = with_mqtt("").replace(
+            &format!("key = \"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
+            "key = \"/nonexistent/private.pem.key\"",
+        );
+        let err = Config::from_toml(&absent).expect_err("absent key file");
+        assert_eq!(err.key, "mqtt.key");
+        assert!(
+            err.message.contains("/nonexistent/private.pem.key"),
+            "{err}"
+        );
+        let scheme = with_mqtt("").replace("\"iot.example\"", "\"mqtts://iot.example\"");
+        assert_eq!(error_key(&scheme), "mqtt.endpoint");
+        let no_section = GOOD.replace("[queue]", "transport = \"mqtt\"\n[queue]");
+        assert_eq!(error_key(&no_section), "mqtt");
+        let over_mqtt = with_mqtt("").replace("[mqtt]", "transport = \"mqtt\"\n[mqtt]");
+        let config = Config::from_toml(&over_mqtt).expect("transport mqtt");
+        assert_eq!(config.transport, Transport::Mqtt);
     }
 
     #[test]

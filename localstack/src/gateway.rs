@@ -293,7 +293,7 @@ async fn route(
 
 /// Why an invocation gave no proxy result.
 #[derive(Debug)]
-enum InvokeError {
+pub(crate) enum InvokeError {
     /// Nothing accepted the connection: the function host is not up (yet).
     Unreachable(String),
     /// The function ran and failed, or its answer could not be read.
@@ -396,7 +396,7 @@ pub fn proxy_event(
 }
 
 /// Calls the Lambda invoke API; `Ok` holds the function's result JSON.
-async fn invoke(
+pub(crate) async fn invoke(
     client: &Client<HttpConnector, Full<Bytes>>,
     url: &str,
     event: &Value,

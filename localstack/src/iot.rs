@@ -6,8 +6,8 @@
 //! turns into the matching `PublishError` variant. It also serves the Device Shadow API
 //! (classic and named shadows with versions and conflicts: [`crate::shadow`]).
 
+use crate::broker::Publisher;
 use crate::http::{self, BodyError, HttpResponse, Server};
-use crate::mqtt::Publisher;
 use crate::shadow::Shadows;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -163,7 +163,7 @@ async fn handle(
                 }
             },
             // MQTT 5 properties (contentType, responseTopic, messageExpiry) are accepted
-            // and dropped: the embedded broker speaks MQTT 3.1.1.
+            // and dropped: the local broker is spoken to in MQTT 3.1.1.
             _ => {}
         }
     }
@@ -187,7 +187,9 @@ async fn handle(
             )
         }
     };
-    publisher.publish(&topic, payload, qos, retain);
+    if let Err(why) = publisher.publish(&topic, payload, qos, retain).await {
+        return error(503, "ServiceUnavailableException", &why);
+    }
     let id = http::request_id();
     http::json(
         200,

@@ -1,8 +1,10 @@
-//! `localstack`: the MQTT broker, the IoT data-plane endpoint and the API Gateway
-//! emulator in one process. Prints what it bound, then serves until Ctrl-C / SIGTERM.
+//! `localstack`: the MQTT broker (Mosquitto, started as a child), the IoT data-plane
+//! endpoint, the IoT rules and the API Gateway emulator in one process. Prints what it
+//! bound, then serves until Ctrl-C / SIGTERM.
 
-use localstack::{GatewayConfig, Stack, StackConfig};
+use localstack::{GatewayConfig, Stack, StackConfig, TlsConfig};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,7 +12,14 @@ const USAGE: &str = "\
 usage: localstack [options]
 
   --host IP            address to listen on (default 127.0.0.1)
-  --mqtt-port N        MQTT broker port (default 1883; 0 = any free port)
+  --mqtt-port N        MQTT broker port, plain (default 1883; 0 = any free port)
+  --certs DIR          also listen with mutual TLS, certificates from the local CA
+                       in DIR (created on first use: ca.pem, server.*, <thing>.*)
+  --mqtts-port N       the mutual-TLS port (default 8883)
+  --things A,B         issue device certificates for these things (with --certs)
+  --broker-dir DIR     Mosquitto's configuration and log (default: a temporary
+                       directory)
+  --device-root NAME   DeviceTopicRoot of the stacks (default devices)
   --iot-port N         IoT data-plane endpoint port (default 4443)
   --gateway-port N     API Gateway emulator port (default 3000)
   --invoke-url URL     Lambda invoke API base of `cargo lambda watch`
@@ -27,6 +36,11 @@ usage: localstack [options]
 struct Options {
     host: IpAddr,
     mqtt: u16,
+    mqtts: u16,
+    certs: Option<PathBuf>,
+    broker_dir: Option<PathBuf>,
+    device_root: String,
+    things: Vec<String>,
     iot: u16,
     gateway: u16,
     invoke: String,
@@ -40,6 +54,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         host: IpAddr::from([127, 0, 0, 1]),
         mqtt: 1883,
+        mqtts: 8883,
+        certs: None,
+        broker_dir: None,
+        device_root: "devices".into(),
+        things: Vec::new(),
         iot: 4443,
         gateway: 3000,
         invoke: "http://127.0.0.1:9000".into(),
@@ -70,6 +89,17 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .map_err(|_| format!("--host: `{value}` is not an IP address"))?
             }
             "--mqtt-port" => options.mqtt = port()?,
+            "--mqtts-port" => options.mqtts = port()?,
+            "--certs" => options.certs = Some(PathBuf::from(value)),
+            "--broker-dir" => options.broker_dir = Some(PathBuf::from(value)),
+            "--device-root" => options.device_root = value.clone(),
+            "--things" => {
+                options.things = value
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
             "--iot-port" => options.iot = port()?,
             "--gateway-port" => options.gateway = port()?,
             "--invoke-url" => options.invoke = value.clone(),
@@ -121,6 +151,12 @@ async fn serve(options: Options) -> ExitCode {
     gateway_config.api_key = options.api_key;
     let config = StackConfig {
         mqtt: SocketAddr::new(options.host, options.mqtt),
+        mqtt_tls: options.certs.map(|certs| TlsConfig {
+            addr: SocketAddr::new(options.host, options.mqtts),
+            certs,
+        }),
+        broker_dir: options.broker_dir,
+        device_root: options.device_root,
         iot: SocketAddr::new(options.host, options.iot),
         gateway: SocketAddr::new(options.host, options.gateway),
         gateway_config,
@@ -133,6 +169,29 @@ async fn serve(options: Options) -> ExitCode {
         }
     };
     println!("mqtt     mqtt://{}", stack.broker.local_addr());
+    if let (Some(addr), Some(certs)) = (stack.broker.tls_addr(), &stack.certs) {
+        println!(
+            "mqtts    mqtts://{addr} (client certificate required; CA {})",
+            certs.ca().display()
+        );
+        for thing in &options.things {
+            match certs.device(thing) {
+                Ok(identity) => println!(
+                    "device   {thing}: {} {}",
+                    identity.cert.display(),
+                    identity.key.display()
+                ),
+                Err(e) => {
+                    eprintln!("localstack: --things: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    } else if !options.things.is_empty() {
+        eprintln!("localstack: --things needs --certs");
+        return ExitCode::FAILURE;
+    }
+    println!("broker   log {}", stack.broker.log_path().display());
     println!("iot-data {}", stack.iot.url());
     println!(
         "gateway  {} -> {}/2015-03-31/functions/<fn>/invocations",

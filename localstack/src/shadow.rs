@@ -36,6 +36,14 @@ struct Shadow {
     version: u64,
 }
 
+/// Why an update was refused: the HTTP status and the error type AWS names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub code: u16,
+    pub error_type: &'static str,
+    pub message: String,
+}
+
 /// Every shadow of the endpoint: (thing, shadow name or "" for the classic one).
 #[derive(Debug, Clone, Default)]
 pub struct Shadows {
@@ -241,17 +249,32 @@ impl Shadows {
     }
 
     fn update(&self, key: &(String, String), body: &[u8]) -> HttpResponse {
+        match self.apply_update(&key.0, &key.1, body) {
+            Ok(reply) => http::json(200, &reply, &[]),
+            Err(rejected) => error(rejected.code, rejected.error_type, &rejected.message),
+        }
+    }
+
+    /// `UpdateThingShadow` (the HTTP API and the `$aws/things/.../shadow/update` topic,
+    /// which the local IoT rules feed): the accepted document, or why it was rejected.
+    pub fn apply_update(&self, thing: &str, name: &str, body: &[u8]) -> Result<Value, Rejected> {
+        let key = &(thing.to_owned(), name.to_owned());
+        let invalid = |message: &str| Rejected {
+            code: 400,
+            error_type: "InvalidRequestException",
+            message: message.to_owned(),
+        };
         let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
-            return invalid("Payload contains invalid json");
+            return Err(invalid("Payload contains invalid json"));
         };
         let Some(state) = request.get("state") else {
-            return invalid("Missing required node: state");
+            return Err(invalid("Missing required node: state"));
         };
         let expected = match request.get("version") {
             None => None,
             Some(v) => match v.as_u64() {
                 Some(v) => Some(v),
-                None => return invalid("Invalid version: must be a positive integer"),
+                None => return Err(invalid("Invalid version: must be a positive integer")),
             },
         };
         let t = now_s();
@@ -259,7 +282,11 @@ impl Shadows {
         let current = documents.get(key);
         if let Some(expected) = expected {
             if current.map(|s| s.version) != Some(expected) {
-                return error(409, "ConflictException", "Version conflict");
+                return Err(Rejected {
+                    code: 409,
+                    error_type: "ConflictException",
+                    message: "Version conflict".into(),
+                });
             }
         }
         let mut shadow = current.cloned().unwrap_or_default();
@@ -278,7 +305,9 @@ impl Shadows {
                         "desired" => (&mut shadow.desired, &mut shadow.metadata_desired),
                         "reported" => (&mut shadow.reported, &mut shadow.metadata_reported),
                         other => {
-                            return invalid(&format!("State contains an invalid node: '{other}'"))
+                            return Err(invalid(&format!(
+                                "State contains an invalid node: '{other}'"
+                            )))
                         }
                     };
                     *value = merge(value.take(), patch);
@@ -291,7 +320,7 @@ impl Shadows {
                     metadata.insert(section.clone(), stamped);
                 }
             }
-            _ => return invalid("State node must be an object"),
+            _ => return Err(invalid("State node must be an object")),
         }
         shadow.version += 1;
         let mut reply = json!({
@@ -304,7 +333,7 @@ impl Shadows {
             reply["clientToken"] = token.clone();
         }
         documents.insert(key.clone(), shadow);
-        http::json(200, &reply, &[])
+        Ok(reply)
     }
 
     /// A shadow's document as `GetThingShadow` returns it (tests).

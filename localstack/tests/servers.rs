@@ -134,7 +134,9 @@ async fn broker_retained_messages_and_wills() {
     let addr = broker.local_addr();
     broker
         .publisher()
-        .publish("pi/1/state", Bytes::from_static(b"on"), 1, true);
+        .publish("pi/1/state", Bytes::from_static(b"on"), 1, true)
+        .await
+        .unwrap();
     let mut late = Subscriber::connect(addr, "pi/1/#").await;
     let got = late.next().await;
     assert_eq!((got.topic.as_str(), got.retain), ("pi/1/state", true));
@@ -527,4 +529,74 @@ async fn gateway_maps_function_errors_to_502_and_no_function_yet_to_503() {
 async fn port_in_use_is_an_error() {
     let broker = Broker::start(any_port()).await.unwrap();
     assert!(Broker::start(broker.local_addr()).await.is_err());
+}
+
+/// A rumqttc client with a persistent session (`clean session = false`).
+fn persistent_client(broker: SocketAddr, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
+    options.set_clean_session(false);
+    options.set_keep_alive(Duration::from_secs(5));
+    AsyncClient::new(options, 16)
+}
+
+/// What IoT Core does for a box that was offline: QoS 1 messages published to its
+/// subscription while it was away arrive when it reconnects with the same client id.
+#[tokio::test]
+async fn broker_keeps_qos1_messages_for_a_persistent_session() {
+    let broker = Broker::start(any_port()).await.unwrap();
+    let addr = broker.local_addr();
+    let id = format!("box-{}", fastrand::u32(..));
+
+    let (client, mut events) = persistent_client(addr, &id);
+    client.subscribe("pi/9", QoS::AtLeastOnce).await.unwrap();
+    timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("SUBACK");
+    client.disconnect().await.unwrap();
+    timeout(WAIT, async { while events.poll().await.is_ok() {} })
+        .await
+        .expect("disconnected");
+
+    // Published while the box is away.
+    let publisher = broker.publisher();
+    for n in 0..3 {
+        publisher
+            .publish("pi/9", Bytes::from(format!("warning {n}")), 1, false)
+            .await
+            .unwrap();
+    }
+    // Proof they reached the broker before the box comes back: a plain subscriber's copy.
+    let mut witness = Subscriber::connect(addr, "pi/9").await;
+    publisher
+        .publish("pi/9", Bytes::from_static(b"warning 3"), 1, false)
+        .await
+        .unwrap();
+    assert_eq!(&witness.next().await.payload[..], b"warning 3");
+
+    let (_client, mut events) = persistent_client(addr, &id);
+    let mut got = Vec::new();
+    let mut session_present = None;
+    timeout(WAIT, async {
+        while got.len() < 4 {
+            match events.poll().await.unwrap() {
+                Event::Incoming(Packet::ConnAck(ack)) => {
+                    session_present = Some(ack.session_present)
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    got.push(String::from_utf8_lossy(&p.payload).into_owned())
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the queued messages");
+    assert_eq!(session_present, Some(true));
+    assert_eq!(got, ["warning 0", "warning 1", "warning 2", "warning 3"]);
 }

@@ -419,17 +419,7 @@ impl Peers {
 
     /// The function configuration for these peers (the same keys as the env vars).
     pub fn env(&self) -> HashMap<String, String> {
-        [
-            ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", self.iot.url()),
-            ("OPENSEARCH_URL", self.opensearch.url.clone()),
-            ("OPENSEARCH_AUTH", "none".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "AKIDINTEGRATION".into()),
-            ("AWS_SECRET_ACCESS_KEY", "integration-secret".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        function_env(&self.iot.url(), &self.opensearch.url)
     }
 
     /// The real pipeline with the real adapters, configured for these peers.
@@ -452,6 +442,21 @@ impl Peers {
             .await
             .expect("marker publish");
     }
+}
+
+/// The functions' environment for a local IoT endpoint and OpenSearch (dummy credentials).
+pub fn function_env(iot_url: &str, opensearch_url: &str) -> HashMap<String, String> {
+    [
+        ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", iot_url),
+        ("OPENSEARCH_URL", opensearch_url),
+        ("OPENSEARCH_AUTH", "none"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDINTEGRATION"),
+        ("AWS_SECRET_ACCESS_KEY", "integration-secret"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 pub async fn app_with(sensor: Sensor, env: HashMap<String, String>) -> App {

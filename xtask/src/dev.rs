@@ -19,14 +19,17 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "\
 usage: cargo xtask dev [options]
 
-  --mqtt-port N         MQTT broker              (default 1883, env DEV_MQTT_PORT)
+  --mqtt-port N         MQTT broker, plain       (default 1883, env DEV_MQTT_PORT)
+  --mqtts-port N        MQTT broker, mutual TLS  (default 8883, env DEV_MQTTS_PORT)
   --iot-port N          IoT data-plane endpoint  (default 4443, env DEV_IOT_PORT)
   --opensearch-port N   osmem-server             (default 9200, env DEV_OPENSEARCH_PORT)
   --watch-port N        cargo lambda watch       (default 9000, env DEV_WATCH_PORT)
   --gateway-port N      API Gateway emulator     (default 3000, env DEV_GATEWAY_PORT)
   --release             build the functions in release mode
   --box                 also run a simulated box (sensorbox with simulate sources for
-                        gasdetector, dust and temp, every 5 s) against the gateway
+                        gasdetector, dust and temp, every 5 s) against the gateway; it
+                        receives its group's warnings over mutual TLS (port 8883) and
+                        its shadow shows connected true/false
 
 With OPENSEARCH_URL set (e.g. https://admin:PASSWORD@localhost:9200 for the
 opensearchproject/opensearch container) no osmem-server is started; the functions use
@@ -35,6 +38,8 @@ and DEVICE_TIMEZONE are passed on to the functions when set.
 ";
 
 const HOST: &str = "127.0.0.1";
+/// The simulated box's IoT thing (its device certificate is issued by localstack).
+const BOX_THING: &str = "sensorbox-box-1";
 /// The Lambda functions `cargo lambda watch` serves (binary = function name).
 const FUNCTIONS: [&str; 3] = ["gasdetector", "dust", "temp"];
 /// The read API and the page (`GET /`, `GET /api/...` through the gateway).
@@ -57,6 +62,7 @@ const PASS_THROUGH: &[&str] = &[
 
 struct Ports {
     mqtt: u16,
+    mqtts: u16,
     iot: u16,
     opensearch: u16,
     watch: u16,
@@ -81,6 +87,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut options = Options {
         ports: Ports {
             mqtt: env_port("DEV_MQTT_PORT", 1883)?,
+            mqtts: env_port("DEV_MQTTS_PORT", 8883)?,
             iot: env_port("DEV_IOT_PORT", 4443)?,
             opensearch: env_port("DEV_OPENSEARCH_PORT", 9200)?,
             watch: env_port("DEV_WATCH_PORT", 9000)?,
@@ -105,6 +112,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                 continue;
             }
             "--mqtt-port" => &mut options.ports.mqtt,
+            "--mqtts-port" => &mut options.ports.mqtts,
             "--iot-port" => &mut options.ports.iot,
             "--opensearch-port" => &mut options.ports.opensearch,
             "--watch-port" => &mut options.ports.watch,
@@ -131,6 +139,7 @@ pub fn run(args: &[String]) -> Result {
     // Fail early and clearly on a taken port, before installing or building anything.
     let mut wanted = vec![
         (ports.mqtt, "MQTT broker (--mqtt-port)"),
+        (ports.mqtts, "MQTT broker, TLS (--mqtts-port)"),
         (ports.iot, "IoT data-plane endpoint (--iot-port)"),
         (ports.watch, "cargo lambda watch (--watch-port)"),
         (ports.gateway, "gateway (--gateway-port)"),
@@ -148,6 +157,7 @@ pub fn run(args: &[String]) -> Result {
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
 
     let cargo_lambda = tools::ensure_cargo_lambda()?;
+    tools::ensure_mosquitto()?;
     let osmem = if user_opensearch.is_none() {
         Some(ensure_osmem_server()?)
     } else {
@@ -308,6 +318,12 @@ pub fn run(args: &[String]) -> Result {
     let mut command = Command::new(&localstack);
     command
         .args(["--mqtt-port", &ports.mqtt.to_string()])
+        .args(["--mqtts-port", &ports.mqtts.to_string()])
+        .arg("--certs")
+        .arg(logs.join("certs"))
+        .arg("--broker-dir")
+        .arg(logs.join("mosquitto"))
+        .args(["--things", BOX_THING])
         .args(["--iot-port", &ports.iot.to_string()])
         .args(["--gateway-port", &ports.gateway.to_string()])
         .args(["--invoke-url", &format!("http://{HOST}:{}", ports.watch)])
@@ -316,6 +332,7 @@ pub fn run(args: &[String]) -> Result {
     peers.spawn("localstack", &mut command)?;
     for (port, what) in [
         (ports.mqtt, "MQTT broker"),
+        (ports.mqtts, "MQTT broker (TLS)"),
         (ports.iot, "IoT endpoint"),
         (ports.gateway, "gateway"),
     ] {
@@ -335,7 +352,7 @@ pub fn run(args: &[String]) -> Result {
     print_banner(ports, &opensearch_url, invoke_flag);
     start_no_data_schedule(ports.watch);
     if options.simulated_box {
-        start_simulated_box(&mut peers, ports.gateway, profile, &logs)?;
+        start_simulated_box(&mut peers, ports, profile, &logs)?;
     }
 
     // Serve until Ctrl-C or until a peer dies.
@@ -386,17 +403,26 @@ fn start_no_data_schedule(watch_port: u16) {
     });
 }
 
-/// A box with the three routes on simulated sources, its queue under target/dev/box. Its
-/// log (one line per send) goes to the terminal, so the readings are seen flowing in.
-fn start_simulated_box(peers: &mut Peers, gateway: u16, profile: &str, logs: &Path) -> Result {
+/// A box with the three routes on simulated sources, its queue under target/dev/box, its
+/// MQTT connection on the TLS port with the device certificate localstack issued. Its log
+/// (one line per send, one per warning) goes to the terminal.
+fn start_simulated_box(peers: &mut Peers, ports: &Ports, profile: &str, logs: &Path) -> Result {
     let dir = logs.join("box");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let config = dir.join("config.toml");
+    let certs = logs.join("certs");
     let mut text = format!(
         "api_url = \"http://{HOST}:{gateway}\"\ngroupid = \"box-1\"\n\
-         gps = \"37.61002501514269, 126.99636868892937\"\nthing_name = \"sensorbox-box-1\"\n\
-         clock = \"system\"\n[queue]\npath = \"{}\"\n",
-        dir.join("queue.db").display()
+         gps = \"37.61002501514269, 126.99636868892937\"\nthing_name = \"{BOX_THING}\"\n\
+         clock = \"system\"\n[queue]\npath = \"{queue}\"\n\
+         [mqtt]\nendpoint = \"localhost\"\nport = {mqtts}\nkeep_alive_s = 30\n\
+         ca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+        gateway = ports.gateway,
+        mqtts = ports.mqtts,
+        queue = dir.join("queue.db").display(),
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join(format!("{BOX_THING}.pem")).display(),
+        key = certs.join(format!("{BOX_THING}.key")).display(),
     );
     for (seed, route) in FUNCTIONS.iter().enumerate() {
         text.push_str(&format!(
@@ -414,9 +440,13 @@ fn start_simulated_box(peers: &mut Peers, gateway: u16, profile: &str, logs: &Pa
     peers.spawn("sensorbox (simulated box, group box-1)", &mut command)?;
     println!(
         "simulated box: group box-1, gasdetector/dust/temp every 5 s, config {}\n  \
-         queue: target/{profile}/sensorbox --config {} queue\n",
+         queue:   target/{profile}/sensorbox --config {} queue\n  \
+         status:  target/{profile}/sensorbox --config {} status\n  \
+         shadow:  curl -s http://{HOST}:{iot}/things/{BOX_THING}/shadow\n",
         config.display(),
-        config.display()
+        config.display(),
+        config.display(),
+        iot = ports.iot,
     );
     Ok(())
 }
@@ -479,7 +509,7 @@ local stack ready (Ctrl-C stops everything)
   gateway        http://{HOST}:{gw}/gasdetector  /dust  /temp
   functions      http://{HOST}:{watch}/2015-03-31/functions/<gasdetector|dust|temp|query>/invocations
   IoT endpoint   http://{HOST}:{iot}   (AWS_ENDPOINT_URL_IOT_DATA_PLANE)
-  MQTT broker    mqtt://{HOST}:{mqtt}
+  MQTT broker    mqtt://{HOST}:{mqtt}   mqtts://localhost:{mqtts} (client certificate from target/dev/certs)
   OpenSearch     {opensearch_url}
   logs           target/dev/
 
@@ -493,6 +523,7 @@ try it:
         watch = ports.watch,
         iot = ports.iot,
         mqtt = ports.mqtt,
+        mqtts = ports.mqtts,
     );
 }
 

@@ -20,6 +20,8 @@ pub fn run(_args: &[String]) -> Result {
     ]))?;
     // tests/tests/schemathesis.rs fuzzes the local stack from api/openapi.yaml.
     tools::ensure_schemathesis()?;
+    // The local MQTT broker of every stack the tests start.
+    tools::ensure_mosquitto()?;
     // tests/tests/browser.rs drives the page in headless chromium with Playwright.
     tools::ensure_playwright()?;
     tools::run(cargo().args(["test", "--workspace"]))?;

@@ -139,3 +139,60 @@ pub fn build_lambda(args: &[String]) -> Result {
         .args(["lambda", "build", "--release"])
         .args(args))
 }
+
+/// Whether this process runs as root (then apt-get may install system packages).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A Debian package that provides `binary`: installed with apt-get when running as root,
+/// otherwise an error giving the one command to run (never a silent skip).
+pub fn ensure_debian_package(binary: &str, package: &str) -> Result {
+    if Path::new(binary).exists() {
+        return Ok(());
+    }
+    let hint = format!("`sudo apt-get install -y {package}` (or your system's package)");
+    if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
+        return Err(format!("{binary} is missing: install it with {hint}"));
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    eprintln!("$ apt-get install -y {package}");
+    if !apt(&["install", "-y", "-q", package]) {
+        // A fresh machine may have no package lists yet.
+        if !apt(&["update", "-q"]) || !apt(&["install", "-y", "-q", package]) {
+            return Err(format!("apt-get could not install {package}; try {hint}"));
+        }
+    }
+    if Path::new(binary).exists() {
+        Ok(())
+    } else {
+        Err(format!("{package} installed but {binary} is not there"))
+    }
+}
+
+/// The local MQTT broker (localstack/src/broker.rs runs it).
+pub fn ensure_mosquitto() -> Result {
+    let on_path = Command::new("mosquitto")
+        .arg("-h")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("mosquitto"))
+        .unwrap_or(false);
+    let elsewhere = ["/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if std::env::var_os("MOSQUITTO").is_some() || on_path || elsewhere {
+        return Ok(());
+    }
+    ensure_debian_package("/usr/sbin/mosquitto", "mosquitto")
+}

@@ -5,13 +5,14 @@
 //!    time until all N are committed to the queue = durable enqueue rate.
 //! 2. The local gateway opens (functions under `cargo lambda watch`, osmem-server): time
 //!    until the queue is empty = drain rate of an N-reading backlog.
-//! 3. Peak RSS (VmHWM) over both phases, and RSS idle afterwards.
+//! 3. Peak RSS (VmHWM) over both phases, and RSS idle afterwards, with the box's MQTT link
+//!    up (mutual TLS to a local Mosquitto, subscribed to its warnings) as on a real box.
 
 use integration_tests::{
     eventually, free_port, sensorbox_queue_depth, start_watch, wait_for_gasdetector, ChildGuard,
     Peers,
 };
-use localstack::{Gateway, GatewayConfig};
+use localstack::{Broker, BrokerConfig, Certs, Gateway, GatewayConfig, TlsListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,6 +60,27 @@ async fn main() {
     };
     let (_watch, watch_port) = start_watch(&peers.env(), &watch_args).await;
     let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::ensure(&dir.path().join("certs")).expect("local CA");
+    let device = certs.device("bench-box").expect("device certificate");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let mqtt = Broker::start_with(BrokerConfig {
+        plain: any,
+        tls: Some(TlsListener {
+            addr: any,
+            ca: certs.ca(),
+            server: certs.server(),
+        }),
+        dir: None,
+    })
+    .await
+    .expect("mosquitto");
+    let mqtt_section = format!(
+        "[mqtt]\nendpoint = \"localhost\"\nport = {}\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        mqtt.tls_addr().expect("TLS listener").port(),
+        certs.ca().display(),
+        device.cert.display(),
+        device.key.display()
+    );
     let port = free_port();
     let group = format!("bench-{}", fastrand::u32(..));
     let script = format!(
@@ -69,21 +91,23 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "api_url = \"http://127.0.0.1:{port}\"\ngroupid = \"{group}\"\nclock = \"system\"\nrequest_timeout_s = 120\n[queue]\npath = \"{}\"\n[[sensor]]\nroute = \"gasdetector\"\ninterval_s = 3600\nsource = {{ kind = \"command\", command = {command} }}\n",
+            "api_url = \"http://127.0.0.1:{port}\"\ngroupid = \"{group}\"\nthing_name = \"bench-box\"\nclock = \"system\"\nrequest_timeout_s = 120\n[queue]\npath = \"{}\"\n{mqtt_section}[[sensor]]\nroute = \"gasdetector\"\ninterval_s = 3600\nsource = {{ kind = \"command\", command = {command} }}\n",
             dir.path().join("q.db").display()
         ),
     )
     .expect("config");
 
+    let agent_log = dir.path().join("agent.log");
     let started = Instant::now();
     let mut child = ChildGuard::spawn(
         "sensorbox",
         Command::new(&agent)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            // One `sent ... ms=` line per request: the time spent waiting for the API.
+            .env("RUST_LOG", "sensorbox::sender=info,warn")
             .stdin(Stdio::null())
-            .stderr(Stdio::null()),
+            .stderr(std::fs::File::create(&agent_log).expect("agent log")),
     );
     let pid = child.child.id();
     eventually("the backlog to be queued", Duration::from_secs(600), || {
@@ -143,4 +167,33 @@ async fn main() {
         rss_idle as f64 / 1024.0
     );
     println!("| peak RSS (VmHWM) | {:.1} MiB |", peak as f64 / 1024.0);
+    // Each `sent` line ends in `ms=<request time>`: their sum is the drain's time in the
+    // API (gateway, function, osmem-server); the rest is the agent's own work.
+    let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    let (requests, waited_ms) = log
+        .lines()
+        .filter(|l| l.contains(" sent "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("ms="))
+                .and_then(|ms| ms.parse::<f64>().ok())
+        })
+        .fold((0u32, 0f64), |(n, sum), ms| (n + 1, sum + ms));
+    println!(
+        "| requests / time waiting for the API | {requests} / {:.2} s ({:.0} % of the drain) |",
+        waited_ms / 1000.0,
+        100.0 * waited_ms / 1000.0 / drain.as_secs_f64()
+    );
+    let status = Command::new(&agent)
+        .arg("--config")
+        .arg(&config)
+        .arg("status")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let link = status
+        .lines()
+        .find(|l| l.starts_with("mqtt"))
+        .unwrap_or("mqtt (no state)");
+    println!("| MQTT link during the run | {} |", link.trim());
 }

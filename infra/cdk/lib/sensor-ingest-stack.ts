@@ -467,6 +467,7 @@ export class SensorIngestStack extends Stack {
             Action: 'iot:Publish',
             Resource: [
               iotArn('topic', `${deviceRoot}/\${iot:Connection.Thing.ThingName}/lwt`),
+              iotArn('topic', `${deviceRoot}/\${iot:Connection.Thing.ThingName}/connected`),
               iotArn('topic', `${deviceRoot}/\${iot:Connection.Thing.ThingName}/data/*`),
             ],
           },
@@ -520,6 +521,10 @@ export class SensorIngestStack extends Stack {
       });
     shadowRule('LastWillRule', "A box's Last Will marks its shadow disconnected",
       `SELECT {'reported': {'connected': false, 'lastWillAt': timestamp()}} AS state FROM '${deviceRoot}/+/lwt'`, 2);
+    // sensorbox reports each connect itself (after its subscriptions), so the shadow says
+    // connected even where lifecycle events arrive late or are not enabled.
+    shadowRule('ConnectReportRule', "A box's own connect report marks its shadow connected",
+      `SELECT {'reported': {'connected': true, 'connectedAt': timestamp()}} AS state FROM '${deviceRoot}/+/connected'`, 2);
     shadowRule('ConnectedRule', "A box's connect event marks its shadow connected",
       "SELECT {'reported': {'connected': true, 'connectedAt': timestamp}} AS state FROM '$aws/events/presence/connected/+'", 5);
     shadowRule('DisconnectedRule', "A box's clean disconnect marks its shadow disconnected",

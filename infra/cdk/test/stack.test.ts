@@ -261,6 +261,7 @@ describe('default stack', () => {
     assert.deepEqual(resourcesOf(byAction('iot:Receive')[0]),
       ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/pi/${iot:Connection.Thing.Attributes[groupid]}']);
     assert.deepEqual(resourcesOf(byAction('iot:Publish')[0]).sort(), [
+      'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/connected',
       'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/data/*',
       'arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/devices/${iot:Connection.Thing.ThingName}/lwt',
     ]);
@@ -285,6 +286,10 @@ describe('default stack', () => {
     assert.match(lwt.Sql, /'connected': false/);
     assert.match(lwt.Sql, /FROM 'devices\/\+\/lwt'$/);
     assert.equal(lwt.Actions[0].Republish.Topic, '$$aws/things/${topic(2)}/shadow/update');
+    const report = rules.ConnectReportRule.Properties.TopicRulePayload;
+    assert.match(report.Sql, /'connected': true/);
+    assert.match(report.Sql, /FROM 'devices\/\+\/connected'$/);
+    assert.equal(report.Actions[0].Republish.Topic, '$$aws/things/${topic(2)}/shadow/update');
     const connected = rules.ConnectedRule.Properties.TopicRulePayload;
     assert.match(connected.Sql, /'connected': true/);
     assert.match(connected.Sql, /FROM '\$aws\/events\/presence\/connected\/\+'/);
@@ -385,7 +390,7 @@ describe('options', () => {
     assert.deepEqual(resourcesOf(es), ['arn:aws:es:eu-west-1:123456789012:domain/x/*']);
     const publish = statements.find((s) => actionsOf(s).includes('iot:Publish'))!;
     assert.deepEqual(resourcesOf(publish), ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:topic/alerts/pi/*']);
-    assert.equal(Object.keys(template.findResources('AWS::IoT::TopicRule')).length, 3, 'only the shadow rules');
+    assert.equal(Object.keys(template.findResources('AWS::IoT::TopicRule')).length, 4, 'only the shadow rules');
   });
 
   it('uses aoss:APIAccessAll on the collection for OpenSearch Serverless', () => {
