@@ -62,7 +62,9 @@ async fn start_stack(dir: &Path) -> Stack {
             broker: broker.local_addr(),
             device_root: "devices".into(),
             invoke_base: Some(invoke.clone()),
-            sensors: vec!["gasdetector".into(), "dust".into(), "temp".into()],
+            sensors: localstack::gateway::INGEST_FUNCTIONS
+                .map(String::from)
+                .to_vec(),
         },
         iot.shadows().clone(),
         broker.publisher(),

@@ -62,7 +62,7 @@ impl GatewayConfig {
     /// The project's routes, invoking functions at `invoke_base`: the three ingest
     /// routes, and the page and read API of the `query` function.
     pub fn sensors(invoke_base: impl Into<String>) -> GatewayConfig {
-        let ingest = ["gasdetector", "dust", "temp"]
+        let ingest = INGEST_FUNCTIONS
             .iter()
             .map(|name| (format!("/{name}"), (*name).to_owned()));
         let query = QUERY_ROUTES
@@ -78,6 +78,10 @@ impl GatewayConfig {
         }
     }
 }
+
+/// The ingest functions, one per sensor route (`POST /<name>`; also the IoT data rules'
+/// targets, `devices/+/data/<name>`).
+pub const INGEST_FUNCTIONS: [&str; 3] = ["gasdetector", "dust", "temp"];
 
 /// The `query` function's routes (api/openapi.yaml).
 pub const QUERY_ROUTES: [&str; 5] = [

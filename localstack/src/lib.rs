@@ -86,11 +86,13 @@ impl Stack {
                 broker: broker.local_addr(),
                 device_root: config.device_root.clone(),
                 invoke_base: Some(config.gateway_config.invoke_base.clone()),
+                // Only the ingest functions take readings (never `query`).
                 sensors: config
                     .gateway_config
                     .routes
                     .iter()
                     .map(|(_, function)| function.clone())
+                    .filter(|function| gateway::INGEST_FUNCTIONS.contains(&function.as_str()))
                     .collect(),
             },
             iot.shadows().clone(),
