@@ -9,7 +9,8 @@
 //! - `$aws/things/<thing>/shadow[/name/<name>]/update` and `/get`: the Device Shadow
 //!   service's MQTT API, answered on `/accepted` or `/rejected`.
 //!
-//! One MQTT connection subscribes to all of them; each message is handled in its own task.
+//! One MQTT connection subscribes to all of them; readings are invoked each in its own
+//! task, everything else is handled in arrival order.
 
 use crate::broker::Publisher;
 use crate::gateway::{invoke, InvokeError};
@@ -116,11 +117,19 @@ impl Rules {
             let _mqtt = mqtt;
             loop {
                 match events.poll().await {
+                    // Readings invoke a function, which may take long: each in its own
+                    // task. Connection and shadow messages are handled here, in arrival
+                    // order, so a Last Will and the reconnect report after it reach the
+                    // shadow in the order the broker sent them.
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let context = context.clone();
-                        tokio::spawn(async move {
+                        if context.is_reading(&publish.topic) {
+                            let context = context.clone();
+                            tokio::spawn(async move {
+                                context.handle(&publish.topic, &publish.payload).await;
+                            });
+                        } else {
                             context.handle(&publish.topic, &publish.payload).await;
-                        });
+                        }
                     }
                     Ok(_) => {}
                     // rumqttc reconnects (and resubscribes: clean session) on the next poll.
@@ -136,6 +145,11 @@ impl Rules {
 }
 
 impl Context {
+    fn is_reading(&self, topic: &str) -> bool {
+        let levels: Vec<&str> = topic.split('/').collect();
+        matches!(levels.as_slice(), [r, _, "data", _] if *r == self.config.device_root)
+    }
+
     async fn handle(&self, topic: &str, payload: &[u8]) {
         let levels: Vec<&str> = topic.split('/').collect();
         let root = self.config.device_root.as_str();
