@@ -73,13 +73,8 @@ impl Certs {
 
     /// The certificate and key of `thing` (common name = thing name), issued if missing.
     pub fn device(&self, thing: &str) -> Result<Identity, String> {
-        if thing.is_empty()
-            || thing == "server"
-            || thing == "ca"
-            || !thing
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'))
-        {
+        // The shadow service's rule for thing names; `server` and `ca` are taken here.
+        if !crate::shadow::valid_thing_name(thing) || thing == "server" || thing == "ca" {
             return Err(format!(
                 "thing name {thing:?}: use [a-zA-Z0-9:_-], as IoT Core does"
             ));

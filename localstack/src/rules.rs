@@ -206,6 +206,10 @@ impl Context {
 
     /// The connection rules: republish to `$aws/things/<thing>/shadow/update`.
     fn connection(&self, thing: &str, state: Value) {
+        if !crate::shadow::valid_thing_name(thing) {
+            eprintln!("rules: {thing:?} is not a thing name; shadow not updated");
+            return;
+        }
         let body = json!({ "state": state }).to_string();
         if let Err(rejected) = self.shadows.apply_update(thing, "", body.as_bytes()) {
             eprintln!(

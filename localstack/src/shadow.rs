@@ -65,6 +65,11 @@ fn valid_name(name: &str, max: usize, dollar: bool) -> bool {
         })
 }
 
+/// A thing name as IoT Core accepts it: 1 to 128 characters of `[a-zA-Z0-9:_-]`.
+pub(crate) fn valid_thing_name(thing: &str) -> bool {
+    valid_name(thing, MAX_THING, false)
+}
+
 /// Merges `patch` into `target` as the shadow service does; `None` when nothing is left.
 fn merge(target: Option<Value>, patch: &Value) -> Option<Value> {
     match (target, patch) {
@@ -196,7 +201,7 @@ impl Shadows {
                 name = value;
             }
         }
-        if !valid_name(&thing, MAX_THING, false) {
+        if !valid_thing_name(&thing) {
             return Some(invalid(&format!(
                 "Thing name {thing:?} must match [a-zA-Z0-9:_-]{{1,{MAX_THING}}}"
             )));
