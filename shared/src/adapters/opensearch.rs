@@ -128,38 +128,48 @@ impl Activity for OpenSearchActivity {
     async fn last_seen(&self, since: DateTime<Utc>) -> Result<Vec<LastSeen>, DownstreamError> {
         let mut all = Vec::new();
         for (sensor, pattern) in &self.indices {
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            let body = serde_json::to_vec(&last_seen_query(since)).unwrap_or_default();
-            let response = self
-                .transport
-                .send(
-                    Method::Post,
-                    &format!("/{pattern}/_search"),
-                    headers,
-                    Some(&[("ignore_unavailable", "true"), ("allow_no_indices", "true")]),
-                    Some(body),
-                    None,
-                )
-                .await
-                .map_err(|e| DownstreamError::Retryable(format!("OpenSearch search: {e}")))?;
-            let status = response.status_code().as_u16();
-            let text = response.bytes().await.map_err(|e| {
-                DownstreamError::Retryable(format!("OpenSearch search: reading response: {e}"))
-            })?;
-            if status == 404 {
-                continue; // no index for this sensor yet
+            // None: no index for this sensor yet.
+            if let Some(parsed) = search(&self.transport, pattern, &last_seen_query(since)).await? {
+                all.extend(parse_last_seen(*sensor, &parsed));
             }
-            if status != 200 {
-                return Err(http_failure(&format!("search {pattern}"), status, &text));
-            }
-            let parsed: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-                DownstreamError::Retryable(format!("OpenSearch search: unreadable response: {e}"))
-            })?;
-            all.extend(parse_last_seen(*sensor, &parsed));
         }
         Ok(all)
     }
+}
+
+/// `POST /<indices>/_search` with `body`: the parsed answer, or `None` when no index
+/// matches (servers that ignore `allow_no_indices` answer 404). 429/5xx are retryable.
+async fn search(
+    transport: &Transport,
+    indices: &str,
+    body: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, DownstreamError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let response = transport
+        .send(
+            Method::Post,
+            &format!("/{indices}/_search"),
+            headers,
+            Some(&[("ignore_unavailable", "true"), ("allow_no_indices", "true")]),
+            Some(serde_json::to_vec(body).unwrap_or_default()),
+            None,
+        )
+        .await
+        .map_err(|e| DownstreamError::Retryable(format!("OpenSearch search: {e}")))?;
+    let status = response.status_code().as_u16();
+    let text = response.bytes().await.map_err(|e| {
+        DownstreamError::Retryable(format!("OpenSearch search: reading response: {e}"))
+    })?;
+    if status == 404 {
+        return Ok(None);
+    }
+    if status != 200 {
+        return Err(http_failure(&format!("search {indices}"), status, &text));
+    }
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        DownstreamError::Retryable(format!("OpenSearch search: unreadable response: {e}"))
+    })
 }
 
 /// The read API's searches (`query::api`), on the same transport as the no-data check:
@@ -186,34 +196,10 @@ impl Search for OpenSearchSearch {
         indices: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, DownstreamError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let response = self
-            .transport
-            .send(
-                Method::Post,
-                &format!("/{indices}/_search"),
-                headers,
-                Some(&[("ignore_unavailable", "true"), ("allow_no_indices", "true")]),
-                Some(serde_json::to_vec(body).unwrap_or_default()),
-                None,
-            )
-            .await
-            .map_err(|e| DownstreamError::Retryable(format!("OpenSearch search: {e}")))?;
-        let status = response.status_code().as_u16();
-        let text = response.bytes().await.map_err(|e| {
-            DownstreamError::Retryable(format!("OpenSearch search: reading response: {e}"))
-        })?;
-        if status == 404 {
-            // No index for this pattern yet (servers that ignore allow_no_indices).
-            return Ok(serde_json::json!({"hits": {"hits": []}}));
-        }
-        if status != 200 {
-            return Err(http_failure(&format!("search {indices}"), status, &text));
-        }
-        serde_json::from_slice(&text).map_err(|e| {
-            DownstreamError::Retryable(format!("OpenSearch search: unreadable response: {e}"))
-        })
+        // No index for this pattern yet: an empty result.
+        Ok(search(&self.transport, indices, body)
+            .await?
+            .unwrap_or_else(|| serde_json::json!({"hits": {"hits": []}})))
     }
 }
 
