@@ -184,10 +184,6 @@ impl<S: Search> QueryApi<S> {
         }
     }
 
-    async fn run(&self, indices: &str, body: &Value) -> Result<Value, DownstreamError> {
-        self.search.search(indices, body).await
-    }
-
     async fn boxes(
         &self,
         query: &[(String, String)],
@@ -197,7 +193,8 @@ impl<S: Search> QueryApi<S> {
         let range = TimeRange::parse(&p, now, Duration::days(7), max_range())?;
         let body = search::boxes(&range);
         Ok(self
-            .run(&self.indices.all(), &body)
+            .search
+            .search(&self.indices.all(), &body)
             .await
             .map(|r| shape::boxes(&r, &range)))
     }
@@ -234,7 +231,8 @@ impl<S: Search> QueryApi<S> {
             interval,
         };
         Ok(self
-            .run(indices, &body)
+            .search
+            .search(indices, &body)
             .await
             .map(|r| shape::readings(&r, &request)))
     }
@@ -254,7 +252,8 @@ impl<S: Search> QueryApi<S> {
         let after = p.get("after").map(Cursor::parse).transpose()?;
         let body = search::warnings(&range, group.as_ref(), size, after.as_ref());
         Ok(self
-            .run(&self.indices.all(), &body)
+            .search
+            .search(&self.indices.all(), &body)
             .await
             .map(|r| shape::warnings(&r, &self.rules, size)))
     }
