@@ -208,6 +208,31 @@ fn documented_answer(doc: &Value, route: &str, method: &str, status: u16) -> (St
     )
 }
 
+/// The answer's body matches the schema the document gives for its status, and it carries
+/// the headers the document lists.
+fn assert_documented(
+    doc: &Value,
+    route: &str,
+    method: &str,
+    response: &lambda_http::Response<Body>,
+) {
+    let status = response.status().as_u16();
+    let (name, headers) = documented_answer(doc, route, method, status);
+    let value = json_of(response);
+    let validator = schema(doc, &name);
+    assert!(
+        validator.is_valid(&value),
+        "{method} {route} {status} {value}: {}",
+        errors(&validator, &value)
+    );
+    for header in headers {
+        assert!(
+            response.headers().contains_key(header.as_str()),
+            "{method} {route} {status}: no {header} header"
+        );
+    }
+}
+
 /// Sends `body` with `method` through the handler and checks the answer against the
 /// document; the status.
 async fn answer_matches(
@@ -223,20 +248,7 @@ async fn answer_matches(
         .handle(request(method, &route, Body::from(body)))
         .await;
     let status = response.status().as_u16();
-    let (name, headers) = documented_answer(doc, &route, method, status);
-    let value = json_of(&response);
-    let validator = schema(doc, &name);
-    assert!(
-        validator.is_valid(&value),
-        "{method} {route} {status} {value}: {}",
-        errors(&validator, &value)
-    );
-    for header in headers {
-        assert!(
-            response.headers().contains_key(header.as_str()),
-            "{method} {route} {status}: no {header} header"
-        );
-    }
+    assert_documented(doc, &route, method, &response);
     status
 }
 
@@ -397,19 +409,6 @@ async fn the_query_answers_are_valid_by_the_response_schemas() {
             assert!(documented.is_object(), "204 not documented for {route}");
             continue;
         }
-        let (name, headers) = documented_answer(&doc, route, method, status);
-        let value = json_of(&response);
-        let validator = schema(&doc, &name);
-        assert!(
-            validator.is_valid(&value),
-            "{method} {route} {status} {value}: {}",
-            errors(&validator, &value)
-        );
-        for header in headers {
-            assert!(
-                response.headers().contains_key(header.as_str()),
-                "{method} {route} {status}: no {header} header"
-            );
-        }
+        assert_documented(&doc, route, method, &response);
     }
 }
