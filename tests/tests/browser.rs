@@ -8,8 +8,9 @@
 //! message for a failing call are all there, saves a screenshot under
 //! target/browser/ and reports the first meaningful render (Performance API).
 //!
-//! Installs what it needs: `chromium` with apt-get when running as root (elsewhere it
-//! fails with the command to run), Playwright into target/venv. Never skipped.
+//! Needs Debian's `chromium` (`cargo xtask test` installs it with apt-get when run as root;
+//! otherwise the test fails with the command to run) and Playwright, which it installs into
+//! target/venv. Never skipped.
 
 use chrono::{Duration as ChronoDuration, Utc};
 use integration_tests::{
@@ -27,43 +28,14 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const API_KEY: &str = "browser-test-viewer-key";
 const GROUP: &str = "web-1";
 
-extern "C" {
-    fn geteuid() -> u32;
-}
-
-/// Debian's chromium, installed with apt-get when we may; otherwise a failure that says
-/// how to install it.
+/// Debian's chromium (`cargo xtask test` installs it with apt-get when run as root); without
+/// it the test fails with the command to run, never skips.
 fn ensure_chromium() -> PathBuf {
     let path = Path::new(CHROMIUM);
-    if path.exists() {
-        return path.to_path_buf();
-    }
-    // SAFETY: geteuid(2) takes nothing and cannot fail.
-    let root_user = unsafe { geteuid() } == 0;
-    assert!(
-        root_user,
-        "the browser test needs Debian's chromium: run `sudo apt-get install -y chromium` \
-         (then rerun the tests)"
-    );
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "chromium"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if !install() {
-        // A fresh container has no package lists yet.
-        let _ = Command::new("apt-get").arg("update").status();
-        assert!(
-            install(),
-            "apt-get install -y chromium failed (output above)"
-        );
-    }
     assert!(
         path.exists(),
-        "apt-get installed chromium but {CHROMIUM} is missing"
+        "the browser test needs Debian's chromium at {CHROMIUM}: run `sudo apt-get install -y \
+         --no-install-recommends chromium` (`cargo xtask test` does it when run as root)"
     );
     path.to_path_buf()
 }

@@ -22,7 +22,8 @@ pub fn run(_args: &[String]) -> Result {
     tools::ensure_schemathesis()?;
     // The local MQTT broker of every stack the tests start.
     tools::ensure_mosquitto()?;
-    // tests/tests/browser.rs drives the page in headless chromium with Playwright.
+    // tests/tests/browser.rs drives the page in Debian's headless chromium with Playwright.
+    tools::ensure_debian_package("/usr/bin/chromium", "chromium")?;
     tools::ensure_playwright()?;
     tools::run(cargo().args(["test", "--workspace"]))?;
     crate::infra::check(&[])?;

@@ -155,7 +155,9 @@ pub fn ensure_debian_package(binary: &str, package: &str) -> Result {
     if Path::new(binary).exists() {
         return Ok(());
     }
-    let hint = format!("`sudo apt-get install -y {package}` (or your system's package)");
+    let hint = format!(
+        "`sudo apt-get install -y --no-install-recommends {package}` (or your system's package)"
+    );
     if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
         return Err(format!("{binary} is missing: install it with {hint}"));
     }
@@ -168,9 +170,10 @@ pub fn ensure_debian_package(binary: &str, package: &str) -> Result {
             .unwrap_or(false)
     };
     eprintln!("$ apt-get install -y {package}");
-    if !apt(&["install", "-y", "-q", package]) {
+    let install = ["install", "-y", "-q", "--no-install-recommends", package];
+    if !apt(&install) {
         // A fresh machine may have no package lists yet.
-        if !apt(&["update", "-q"]) || !apt(&["install", "-y", "-q", package]) {
+        if !apt(&["update", "-q"]) || !apt(&install) {
             return Err(format!("apt-get could not install {package}; try {hint}"));
         }
     }
