@@ -116,11 +116,15 @@ fn check_one(sensor: Sensor, pipeline: &Pipeline<Nowhere, Nowhere>, value: Value
         assert!((-180.0..=180.0).contains(&location.lon()));
     }
 
-    let received = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let received = pipeline.arrival(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
     let (document, warnings) = pipeline.check(&reading, received);
     let (again, _) = pipeline.check(&reading, received);
     assert_eq!(document.id, again.id, "document ids are deterministic");
     assert!(serde_json::to_vec(&document.body).is_ok());
+    // Nothing is dated after its arrival (plus the tolerance), whatever the box's clock.
+    let stamped = document.body["@timestamp"].as_str().expect("@timestamp");
+    let stamped = chrono::DateTime::parse_from_rfc3339(stamped).expect("RFC 3339");
+    assert!(stamped <= received.latest_believable());
     for w in &warnings {
         let payload = serde_json::to_vec(w).expect("warning serializes");
         // The MQTT payload limit of IoT Core is 128 KB.

@@ -58,7 +58,7 @@ fn process(pipeline: &Pipeline<NoPublisher, NoIndexer>, body: &[u8], bulk: bool)
         Payload::Single(v) => vec![v],
         Payload::Batch(items) => items,
     };
-    let received = Utc::now();
+    let received = pipeline.arrival(Utc::now());
     let mut documents = Vec::with_capacity(values.len());
     let mut warnings = 0;
     for value in values {

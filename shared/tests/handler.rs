@@ -146,6 +146,45 @@ async fn by_default_the_warning_is_an_alarm_transition_with_the_clock_skew() {
     assert!(doc["clock_skew_s"].as_i64().unwrap() > 3 * 365 * 86_400);
 }
 
+#[tokio::test]
+async fn a_reading_dated_after_its_arrival_warns_with_its_skew_and_is_indexed_at_arrival() {
+    let h = harness(Sensor::Gasdetector);
+    // Five minutes ahead: under CLOCK_SKEW_WARN (10 min), but no clock can be right
+    // about a time after the reading arrived.
+    let before = chrono::Utc::now();
+    let created = (before + chrono::Duration::minutes(5)).format("%Y-%m-%d %H:%M:%S");
+    let body = json!({"groupid": "2",
+        "no2": {"sensorid": "0006", "sensortype": "9", "value": "95", "createdtime": created.to_string()}});
+    let response = h.app.handle(post("/gasdetector", body.to_string())).await;
+    assert_eq!(response.status(), 200);
+    let after = chrono::Utc::now();
+    let reply = json_of(&response);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let skew = sent[0].1["clock_skew_s"]
+        .as_i64()
+        .expect("clock_skew_s on the warning");
+    assert!((-301..=-298).contains(&skew), "{skew}");
+    let docs = h.indexer.docs.lock().unwrap();
+    let doc = &docs[&(
+        "gasdetect".to_string(),
+        reply["id"].as_str().unwrap().to_string(),
+    )];
+    assert_eq!(doc["clock_skewed"], true);
+    assert_eq!(
+        doc["no2"]["createdtime"],
+        created.to_string(),
+        "kept as sent"
+    );
+    let stamped = doc["@timestamp"].as_str().expect("@timestamp");
+    let stamped = chrono::DateTime::parse_from_rfc3339(stamped).expect("RFC 3339");
+    assert!(
+        stamped >= before + chrono::Duration::seconds(1)
+            && stamped <= after + chrono::Duration::seconds(2),
+        "{stamped}: arrival plus the 2 s tolerance"
+    );
+}
+
 /// Posts one breaching reading twice: both answered 200 with the same id, one document.
 async fn post_the_same_warning_twice(h: &Harness) {
     let body = seed_with_no2_95();

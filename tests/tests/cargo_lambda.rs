@@ -3,6 +3,7 @@
 //! gateway, publishing to the in-process broker, keeping alarm state in the local IoT
 //! endpoint's shadows and indexing into osmem-server.
 
+use chrono::{DateTime, Utc};
 use integration_tests::{
     path_with_venv, root, start_watch, venv_bin, Peers, Subscriber, WATCH_BUILD as BUILD,
 };
@@ -35,6 +36,19 @@ async fn cargo_lambda_invoke(port: u16, function: &str, file: &str) -> Value {
             String::from_utf8_lossy(&output.stdout)
         )
     })
+}
+
+/// Every message `subscriber` gets on `topic` before a marker published after them.
+async fn until_marker(peers: &Peers, subscriber: &mut Subscriber, topic: &str) -> Vec<Value> {
+    peers.publish_marker(topic).await;
+    let mut messages = Vec::new();
+    loop {
+        let (_, message, _) = subscriber.next().await;
+        if message["marker"] == true {
+            return messages;
+        }
+        messages.push(message);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,21 +115,49 @@ async fn cargo_lambda_watch_serves_the_functions() {
             "{body}"
         );
     }
-    peers.publish_marker("pi/12").await;
-    let mut messages = Vec::new();
-    loop {
-        let (_, message, _) = leak.next().await;
-        if message["marker"] == true {
-            break;
-        }
-        messages.push(message);
-    }
+    let messages = until_marker(&peers, &mut leak, "pi/12").await;
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert_eq!(messages[0]["warning"], "no2 warning");
     assert_eq!(messages[0]["state"], "alarm");
     assert_eq!(messages[0]["value"], 99.0);
     assert_eq!(messages[1]["clear"], "no2 clear");
     assert_eq!(messages[1]["duration_s"], 600);
+
+    // A box whose clock ran three hours ahead, then was corrected by NTP: its readings
+    // dated in the future cannot make its live leak stale. An independent subscriber on
+    // pi/19 gets exactly the one warning of the leak.
+    let mut skewed = Subscriber::connect(peers.broker.local_addr(), "pi/19").await;
+    let stamp = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let post_gas = |value: &str, created: String| {
+        let reading = json!({"groupid": "19",
+            "no2": {"sensorid": "0006", "sensortype": "9", "value": value, "createdtime": created}});
+        let request = http
+            .post(format!("{}/gasdetector", gateway.url()))
+            .header("content-type", "application/json")
+            .body(reading.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let ahead = Utc::now() + chrono::Duration::hours(3);
+    for i in 0..3 {
+        post_gas("20", stamp(ahead + chrono::Duration::seconds(i))).await;
+    }
+    // The corrected clock's next reading, as a box sends it a few seconds later: dated
+    // after the last future-dated one arrived plus CLOCK_AHEAD_TOLERANCE (2 s).
+    let next = Utc::now() + chrono::Duration::seconds(3);
+    if let Ok(wait) = (next - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let leak = post_gas("95", stamp(next)).await;
+    assert_eq!(leak["warnings"].as_array().map(Vec::len), Some(1), "{leak}");
+    let messages = until_marker(&peers, &mut skewed, "pi/19").await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["state"], "alarm");
+    assert_eq!(messages[0]["value"], 95.0);
+    assert_eq!(messages[0]["id"], leak["id"]);
 
     // Any method but POST is the function's 405, passed through.
     let response = http

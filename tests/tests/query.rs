@@ -3,7 +3,7 @@
 //! query function (built from the environment as on Lambda) with the right counts,
 //! buckets, latest values, warnings and pages.
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use integration_tests::{gas_reading, post, Peers};
 use lambda_http::{Body, RequestExt};
 use serde_json::{json, Value};
@@ -49,6 +49,7 @@ async fn get(handler: &QueryFunction, path: &str, query: &[(&str, &str)]) -> (u1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posted_readings_come_back_from_every_route() {
+    let started = Utc::now();
     let peers = Peers::start().await;
     let gas = peers.app(Sensor::Gasdetector).await;
     let temp = peers.app(Sensor::Temp).await;
@@ -94,7 +95,19 @@ async fn posted_readings_come_back_from_every_route() {
     let ids: Vec<&str> = list.iter().filter_map(|b| b["groupid"].as_str()).collect();
     assert_eq!(ids, ["q1", "q2"]);
     let q1 = &list[0];
-    assert_eq!(q1["last_seen"], "2026-11-30T10:04:30.000Z");
+    // Last seen is when we last heard from the box (receive time), not what its clock
+    // said; the newest reading's own (effective) time is `time`.
+    let last_seen = q1["last_seen"].as_str().expect("last_seen");
+    let last_seen = DateTime::parse_from_rfc3339(last_seen).expect("RFC 3339");
+    assert!(
+        (started - Duration::seconds(1)..=Utc::now()).contains(&last_seen.with_timezone(&Utc)),
+        "{last_seen} is not this run's receive time"
+    );
+    assert_eq!(q1["sensors"][0]["time"], "2026-11-30T10:04:30.000Z");
+    assert_eq!(
+        q1["clock_skewed"], true,
+        "readings dated days before they arrived"
+    );
     assert_eq!(q1["warnings"], json!(["humidity", "no2"]));
     let gas_latest = &q1["sensors"][0];
     assert_eq!(gas_latest["sensor"], "gasdetector");
@@ -209,5 +222,102 @@ async fn posted_readings_come_back_from_every_route() {
     assert_eq!(
         get(&handler, "/", &[]).await,
         (200, json!("<html>page</html>"))
+    );
+}
+
+/// A box whose clock is hours ahead, and one years behind: both show in the default range
+/// with what they sent, marked clock-skewed; the one ahead cannot pin
+/// "latest" in the future, and its readings chart at their arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boxes_with_a_wrong_clock_show_what_they_sent_marked_skewed() {
+    let peers = Peers::start().await;
+    let gas = peers.app(Sensor::Gasdetector).await;
+    let started = Utc::now();
+    let stamp = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let ahead = started + Duration::hours(3);
+    for (i, value) in ["30", "40"].iter().enumerate() {
+        let body = gas_reading("ahead", value, &stamp(ahead + Duration::seconds(i as i64)));
+        assert_eq!(post(&gas, "gasdetector", &body).await.0, 200);
+    }
+    let behind = gas_reading("behind", "50", "2021-09-03 18:14:49");
+    assert_eq!(post(&gas, "gasdetector", &behind).await.0, 200);
+    // A live reading of a third box, with a right clock, for contrast.
+    let live = gas_reading("live", "20", &stamp(started));
+    assert_eq!(post(&gas, "gasdetector", &live).await.0, 200);
+    peers
+        .opensearch
+        .wait_count("gasdetect", json!({"match_all": {}}), 4)
+        .await;
+    let answered = Utc::now();
+
+    let env = peers.env();
+    let handler = QueryFunction::from_lookup(|k: &str| env.get(k).cloned(), "<html>page</html>")
+        .await
+        .expect("query function init");
+    let (status, boxes) = get(&handler, "/api/boxes", &[]).await;
+    assert_eq!(status, 200, "{boxes}");
+    let list = boxes["boxes"].as_array().expect("boxes");
+    let find = |id: &str| {
+        list.iter()
+            .find(|b| b["groupid"] == id)
+            .unwrap_or_else(|| panic!("box {id} missing from the default range: {boxes}"))
+    };
+    let time = |v: &Value| {
+        DateTime::parse_from_rfc3339(v.as_str().expect("a time"))
+            .expect("RFC 3339")
+            .with_timezone(&Utc)
+    };
+    let window = started - Duration::seconds(1)..=answered + Duration::seconds(2);
+
+    let ahead_box = find("ahead");
+    assert_eq!(ahead_box["clock_skewed"], true);
+    let sensor = &ahead_box["sensors"][0];
+    assert_eq!(sensor["latest"]["no2"], 40.0, "the newest reading it sent");
+    assert_eq!(sensor["clock_skewed"], true);
+    let skew = sensor["clock_skew_s"].as_i64().expect("clock_skew_s");
+    assert!((-3 * 3600 - 5..=-3 * 3600 + 5).contains(&skew), "{skew}");
+    assert!(
+        window.contains(&time(&ahead_box["last_seen"])),
+        "{ahead_box}"
+    );
+    assert!(
+        window.contains(&time(&sensor["time"])),
+        "not dated in the future: {sensor}"
+    );
+
+    let behind_box = find("behind");
+    assert_eq!(behind_box["clock_skewed"], true);
+    assert_eq!(behind_box["sensors"][0]["latest"]["no2"], 50.0);
+    assert!(
+        window.contains(&time(&behind_box["last_seen"])),
+        "{behind_box}"
+    );
+
+    let live_box = find("live");
+    assert_eq!(live_box["clock_skewed"], false);
+    assert_eq!(live_box["sensors"][0]["clock_skewed"], false);
+
+    // The ahead box's readings are in its default-range series, at their arrival (plus
+    // CLOCK_AHEAD_TOLERANCE, 2 s by default: a range ending "now" holds them once that
+    // much time has passed).
+    let settled = answered + Duration::seconds(3);
+    if let Ok(wait) = (settled - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let series = [
+        ("sensor", "gasdetector"),
+        ("groupid", "ahead"),
+        ("measure", "no2"),
+    ];
+    let (status, readings) = get(&handler, "/api/readings", &series).await;
+    assert_eq!(status, 200, "{readings}");
+    assert_eq!(readings["count"], 2, "{readings}");
+    let buckets = readings["buckets"].as_array().expect("buckets");
+    let newest = buckets.last().expect("a bucket");
+    assert_eq!(newest["max"], 40.0);
+    let bucket_ms = newest["t"].as_i64().expect("t");
+    assert!(
+        bucket_ms <= answered.timestamp_millis() + 2_000,
+        "{readings}"
     );
 }

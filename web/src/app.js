@@ -11,6 +11,7 @@ const TEXT = {
     fleet: "Boxes", group: "Group", lastSeen: "Last seen", latest: "Latest values", warnings: "Warnings",
     noBoxes: "No box has reported in this range.", positions: "Positions", readings: "Readings",
     warningList: "Warnings", noWarnings: "No warnings in this range.", more: "More",
+    clockSkewed: "clock off", clockSkewedTitle: "The box's clock differs from the time its readings arrived (seconds):",
     none: "none", noPosition: "No box has a position.", updated: "Updated", loadFailed: "Could not load",
     needKey: "This API needs a viewer key: enter it above.", high: "high", low: "low",
     min: "min", avg: "avg", max: "max", selectGroup: "Select a box in the table.", noData: "no readings",
@@ -21,6 +22,7 @@ const TEXT = {
     fleet: "박스 목록", group: "그룹", lastSeen: "마지막 수신", latest: "최근 값", warnings: "경고",
     noBoxes: "이 기간에 보고한 박스가 없습니다.", positions: "위치", readings: "측정값 추이",
     warningList: "경고 목록", noWarnings: "이 기간에 경고가 없습니다.", more: "더 보기",
+    clockSkewed: "시계 오차", clockSkewedTitle: "박스 시계와 수신 시각의 차이(초):",
     none: "없음", noPosition: "위치가 있는 박스가 없습니다.", updated: "갱신", loadFailed: "불러오지 못했습니다",
     needKey: "조회 키가 필요합니다. 위에 입력하세요.", high: "상한", low: "하한",
     min: "최소", avg: "평균", max: "최대", selectGroup: "표에서 박스를 선택하세요.", noData: "측정값 없음",
@@ -160,7 +162,14 @@ function renderFleet() {
     const warnings = el("td", { class: "warnings" });
     if (box.warnings.length) for (const w of box.warnings) warnings.append(el("span", { class: "badge" }, w));
     else warnings.append(el("span", { class: "ok" }, t("none")));
-    const row = el("tr", { "data-groupid": box.groupid }, el("td", { class: "group" }, box.groupid), el("td", { class: "last-seen" }, fmtTime(box.last_seen)), latest, warnings);
+    const lastSeen = el("td", { class: "last-seen" }, fmtTime(box.last_seen));
+    if (box.clock_skewed) {
+      // Its readings still show (placed at arrival when its clock is ahead); say why
+      // their own times look wrong.
+      const skews = box.sensors.filter((s) => s.clock_skewed && s.clock_skew_s != null).map((s) => `${s.sensor} ${-s.clock_skew_s}`);
+      lastSeen.append(" ", el("span", { class: "badge clock-skewed", title: `${t("clockSkewedTitle")} ${skews.join(", ")}` }, t("clockSkewed")));
+    }
+    const row = el("tr", { "data-groupid": box.groupid }, el("td", { class: "group" }, box.groupid), lastSeen, latest, warnings);
     if (box.groupid === state.selected) row.classList.add("selected");
     row.addEventListener("click", () => select(box.groupid));
     return row;

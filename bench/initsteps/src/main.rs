@@ -83,7 +83,8 @@ fn child() {
         // The two downstream calls alone, on the clients the app shares.
         let body = serde_json::from_str::<serde_json::Value>(BODY).expect("body");
         let reading = app.pipeline().validate(body).expect("reading");
-        let (document, _) = app.pipeline().check(&reading, chrono::Utc::now());
+        let arrival = app.pipeline().arrival(chrono::Utc::now());
+        let (document, _) = app.pipeline().check(&reading, arrival);
         let message = Message {
             topic: TopicTemplate::default().topic(Sensor::Gasdetector, reading.group()),
             payload: b"{}".to_vec(),

@@ -18,6 +18,7 @@ use integration_tests::{eventually, start_watch, Peers, WATCH_BUILD};
 use localstack::{Gateway, GatewayConfig};
 use serde_json::{json, Value};
 use shared::adapters::opensearch::bulk_body;
+use shared::domain::arrival::{AheadTolerance, Arrival};
 use shared::ingest::document::Document;
 use shared::ingest::index_name::IndexName;
 use shared::ingest::rules::Rules;
@@ -80,7 +81,9 @@ fn document(sensor: Sensor, body: Value, rules: &Rules) -> Document {
         .map(|m| m.measure())
         .collect();
     let index = IndexName::parse(sensor.default_index()).expect("index name");
-    Document::build(&reading, &index, &warnings, reading.taken_at().utc())
+    // Received as taken: the documents of a fleet whose clocks are right.
+    let arrival = Arrival::new(reading.taken_at().utc(), AheadTolerance::default());
+    Document::build(&reading, &index, &warnings, arrival)
 }
 
 fn documents() -> Vec<Document> {

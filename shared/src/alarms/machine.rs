@@ -11,12 +11,17 @@
 //!
 //! Staleness: per group and sensor, only the newest reading of a request applies, and
 //! only if it is not older than the newest one applied before. Time is the reading's
-//! own `createdtime`, compared only with the same group's readings, so a box whose
-//! clock is years off still alarms on live readings. A reading whose id was applied
-//! before (a resend) applies no second time.
+//! *effective* time ([`Arrival::effective`]): its own `createdtime`, but never later than
+//! its arrival plus a small tolerance. Compared only with the same group's readings, so a
+//! box whose clock is years behind still alarms on live readings; capped at arrival, so a
+//! clock that ran ahead (or one reading dated in year 9999) cannot make a later live
+//! reading stale. Within a request, readings of equal effective time keep the order of
+//! their `createdtime`. A reading whose id was applied before (a resend) applies no
+//! second time.
 
 use crate::alarms::message::{Clear, NoDataClear};
 use crate::alarms::state::{GroupAlarms, KeyState, Pending, ALARM, NORMAL};
+use crate::domain::arrival::Arrival;
 use crate::domain::reading::{MeasureReading, Reading};
 use crate::ingest::rules::{Bound, Rule, Rules, Trip};
 use crate::ingest::warning::Warning;
@@ -54,14 +59,23 @@ pub fn apply(
     state: &mut GroupAlarms,
     inputs: &[Input<'_>],
     rules: &Rules,
-    received: DateTime<Utc>,
+    arrival: Arrival,
 ) -> Step {
-    let ms = |input: &Input<'_>| input.reading.taken_at().utc().timestamp_millis();
-    let mut newest_in_request: HashMap<&'static str, i64> = HashMap::new();
+    let received = arrival.received();
+    // (effective, createdtime) in epoch ms: the effective time orders; the box's own
+    // time only breaks ties between readings its arrival capped alike.
+    let ms = |input: &Input<'_>| {
+        let created = input.reading.taken_at().utc();
+        (
+            arrival.effective(created).timestamp_millis(),
+            created.timestamp_millis(),
+        )
+    };
+    let mut newest_in_request: HashMap<&'static str, (i64, i64)> = HashMap::new();
     for input in inputs {
         let newest = newest_in_request
             .entry(input.reading.sensor().name())
-            .or_insert(i64::MIN);
+            .or_insert((i64::MIN, i64::MIN));
         *newest = (*newest).max(ms(input));
     }
     let mut order: Vec<usize> = (0..inputs.len()).collect();
@@ -78,12 +92,12 @@ pub fn apply(
             continue;
         }
         let older_in_request = newest_in_request.get(sensor).is_some_and(|&n| taken < n);
-        let older_than_applied = state.newest_ms(sensor).is_some_and(|n| taken < n);
+        let older_than_applied = state.newest_ms(sensor).is_some_and(|n| taken.0 < n);
         if older_in_request || older_than_applied {
             continue;
         }
         dispositions[i] = Disposition::Applied;
-        state.set_newest_ms(sensor, taken);
+        state.set_newest_ms(sensor, taken.0);
         state.set_received_ms(sensor, received.timestamp_millis());
         state.mark_applied(input.id);
         let mut out = |message: serde_json::Value| {
@@ -99,7 +113,7 @@ pub fn apply(
         for measure in input.reading.measures() {
             let rule = rules.rule(measure.measure());
             for bound in rule.bounds() {
-                if let Some(message) = step_key(state, input, measure, rule, bound) {
+                if let Some(message) = step_key(state, input, measure, rule, bound, arrival) {
                     out(message);
                 }
             }
@@ -140,11 +154,16 @@ fn step_key(
     measure: &MeasureReading,
     rule: Rule,
     bound: Bound,
+    arrival: Arrival,
 ) -> Option<serde_json::Value> {
     let sensor = input.reading.sensor().name();
     let name = measure.measure().name();
     let value = measure.value();
-    let at_ms = measure.created().utc().timestamp_millis();
+    // Durations and renotify count in effective time too: a future-dated reading must
+    // not set `notified_ms` or `since_ms` beyond what later live readings can reach.
+    let at_ms = arrival
+        .effective(measure.created().utc())
+        .timestamp_millis();
     let position = state
         .alarms
         .iter()
@@ -228,6 +247,7 @@ fn step_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::arrival::AheadTolerance;
     use crate::domain::sensor::Sensor;
     use crate::ingest::document::DocId;
     use chrono::TimeZone;
@@ -266,6 +286,10 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
     }
 
+    fn arrived(received: DateTime<Utc>) -> Arrival {
+        Arrival::new(received, AheadTolerance::default())
+    }
+
     /// Applies each reading in its own request; the message kinds in order
     /// (`"alarm"`, `"clear"`), one string per reading ("" when none).
     fn run(rules: &Rules, state: &mut GroupAlarms, readings: &[Reading]) -> Vec<String> {
@@ -281,7 +305,7 @@ mod tests {
                         clock_skew_s: None,
                     }],
                     rules,
-                    received(),
+                    arrived(received()),
                 );
                 step.messages
                     .iter()
@@ -376,7 +400,7 @@ mod tests {
                 id: id.as_str(),
                 clock_skew_s: None,
             };
-            messages.extend(apply(&mut state, &[input], &r, received()).messages);
+            messages.extend(apply(&mut state, &[input], &r, arrived(received())).messages);
         }
         assert_eq!(messages.len(), 2);
         let clear = &messages[1].message;
@@ -410,7 +434,7 @@ mod tests {
                 id: id.as_str(),
                 clock_skew_s: None,
             };
-            apply(state, &[input], &r, received())
+            apply(state, &[input], &r, arrived(received()))
         };
         let step = one(&mut state, &live);
         assert_eq!(step.dispositions, [Disposition::Applied]);
@@ -442,17 +466,7 @@ mod tests {
         let mut state = GroupAlarms::default();
         // Out of order: the newest (normal) comes first, an old leak after it.
         let readings = [gas(20.0, 300), gas(95.0, 0), gas(96.0, 30), temp(40.0, 10)];
-        let ids: Vec<DocId> = readings.iter().map(DocId::of).collect();
-        let inputs: Vec<Input> = readings
-            .iter()
-            .zip(&ids)
-            .map(|(reading, id)| Input {
-                reading,
-                id: id.as_str(),
-                clock_skew_s: None,
-            })
-            .collect();
-        let step = apply(&mut state, &inputs, &r, received());
+        let step = request(&mut state, &r, &readings, received());
         use Disposition::*;
         assert_eq!(step.dispositions, [Applied, Stale, Stale, Applied]);
         let kinds: Vec<&Value> = step
@@ -487,7 +501,7 @@ mod tests {
             })
             .collect();
         let mut state = GroupAlarms::default();
-        let step = apply(&mut state, &inputs, &r, received());
+        let step = apply(&mut state, &inputs, &r, arrived(received()));
         assert!(step.messages.is_empty(), "{:?}", step.messages);
         assert_eq!(
             step.dispositions
@@ -498,7 +512,7 @@ mod tests {
         );
         // Same backlog ending inside the leak: exactly the one alarm its newest implies.
         let mut state = GroupAlarms::default();
-        let step = apply(&mut state, &inputs[50..], &r, received());
+        let step = apply(&mut state, &inputs[50..], &r, arrived(received()));
         assert_eq!(step.messages.len(), 1);
         assert_eq!(step.messages[0].message["state"], "alarm");
         assert_eq!(step.messages[0].id, ids[149].as_str());
@@ -518,12 +532,273 @@ mod tests {
                 id: id.as_str(),
                 clock_skew_s: Some(skew),
             };
-            for m in apply(&mut state, &[input], &r, received()).messages {
+            for m in apply(&mut state, &[input], &r, arrived(received())).messages {
                 alarms += 1;
                 assert!(m.message["clock_skew_s"].as_i64().unwrap() > 5 * 365 * 86_400);
             }
         }
         assert_eq!(alarms, 1);
+    }
+
+    // --- A reading's own time never silences an alarm (issue 19) ---------------------
+
+    /// The instant real time starts in the clock tests: readings are received from here.
+    fn real(t: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(t)
+    }
+
+    /// A gasdetector reading of group 2 with `no2` at `value`, dated `created`.
+    fn gas_dated(value: f64, created: DateTime<Utc>) -> Reading {
+        Reading::parse(
+            Sensor::Gasdetector,
+            json!({"groupid": "2", "no2": {"sensorid": "6", "sensortype": "9", "value": value,
+                   "createdtime": created.format("%Y-%m-%d %H:%M:%S").to_string()}}),
+            Tz::UTC,
+        )
+        .unwrap()
+    }
+
+    /// One request of `readings`, all received at `received`.
+    fn request(
+        state: &mut GroupAlarms,
+        rules: &Rules,
+        readings: &[Reading],
+        received: DateTime<Utc>,
+    ) -> Step {
+        let ids: Vec<DocId> = readings.iter().map(DocId::of).collect();
+        let inputs: Vec<Input> = readings
+            .iter()
+            .zip(&ids)
+            .map(|(reading, id)| Input {
+                reading,
+                id: id.as_str(),
+                clock_skew_s: None,
+            })
+            .collect();
+        apply(state, &inputs, rules, arrived(received))
+    }
+
+    /// The states of a step's messages joined with `+` ("" when none).
+    fn kinds(step: &Step) -> String {
+        step.messages
+            .iter()
+            .map(|m| m.message["state"].as_str().unwrap_or("?").to_string())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// Live readings, one per request every 10 s from real time `t0`, each dated
+    /// `offset` from its receive time; the message kinds per request.
+    fn live(
+        state: &mut GroupAlarms,
+        rules: &Rules,
+        t0: i64,
+        values: &[f64],
+        offset: chrono::Duration,
+    ) -> Vec<String> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let received = real(t0 + 10 * i as i64);
+                kinds(&request(
+                    state,
+                    rules,
+                    &[gas_dated(*v, received + offset)],
+                    received,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clock_that_ran_ahead_and_was_corrected_never_silences_the_next_leak() {
+        let r = Rules::default();
+        let ahead = [
+            ("minutes", chrono::Duration::minutes(5)),
+            ("hours", chrono::Duration::hours(3)),
+            ("years", chrono::Duration::days(5 * 365)),
+        ];
+        for (what, offset) in ahead {
+            let mut state = GroupAlarms::default();
+            // Six normal readings while the box's clock runs ahead.
+            let got = live(&mut state, &r, 0, &[20.0; 6], offset);
+            assert_eq!(got, vec![""; 6], "ahead by {what}");
+            // NTP corrects it: normal readings, a leak of five readings, normal again.
+            let values = [20.0, 20.0, 95.0, 96.0, 97.0, 98.0, 99.0, 20.0, 20.0];
+            let got = live(&mut state, &r, 60, &values, chrono::Duration::zero());
+            assert_eq!(
+                got,
+                ["", "", "alarm", "", "", "", "", "normal", ""],
+                "ahead by {what}, then corrected"
+            );
+        }
+    }
+
+    #[test]
+    fn a_clock_ahead_all_along_alarms_once_and_clears_once() {
+        let r = Rules::default();
+        let mut state = GroupAlarms::default();
+        let values = [20.0, 95.0, 96.0, 97.0, 20.0, 20.0];
+        let got = live(&mut state, &r, 0, &values, chrono::Duration::hours(3));
+        assert_eq!(got, ["", "alarm", "", "", "normal", ""]);
+    }
+
+    #[test]
+    fn one_reading_dated_in_year_9999_does_not_silence_the_live_ones() {
+        let r = Rules::default();
+        let far = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+        for first in [20.0, 95.0] {
+            let mut state = GroupAlarms::default();
+            let step = request(&mut state, &r, &[gas_dated(first, far)], real(0));
+            assert_eq!(step.dispositions, [Disposition::Applied]);
+            let values = [20.0, 95.0, 96.0, 20.0, 95.0, 20.0];
+            let mut got = vec![kinds(&step)];
+            got.extend(live(&mut state, &r, 10, &values, chrono::Duration::zero()));
+            let expected = if first > 88.0 {
+                ["alarm", "normal", "alarm", "", "normal", "alarm", "normal"]
+            } else {
+                ["", "", "alarm", "", "normal", "alarm", "normal"]
+            };
+            assert_eq!(got, expected, "9999 reading of {first}");
+        }
+    }
+
+    #[test]
+    fn an_alarm_raised_by_a_future_reading_clears_with_its_real_duration() {
+        let r = Rules::default();
+        let mut state = GroupAlarms::default();
+        let far = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+        request(&mut state, &r, &[gas_dated(95.0, far)], real(0));
+        let step = request(&mut state, &r, &[gas_dated(20.0, real(90))], real(90));
+        assert_eq!(kinds(&step), "normal");
+        let duration = step.messages[0].message["duration_s"].as_i64().unwrap();
+        assert!((85..=90).contains(&duration), "duration_s {duration}");
+    }
+
+    #[test]
+    fn a_future_reading_during_an_alarm_does_not_silence_renotify() {
+        let r = rules(r#"{"no2": {"high": 88, "renotify": 1}}"#);
+        let mut state = GroupAlarms::default();
+        let far = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+        let mut got = vec![kinds(&request(
+            &mut state,
+            &r,
+            &[gas_dated(95.0, real(0))],
+            real(0),
+        ))];
+        got.push(kinds(&request(
+            &mut state,
+            &r,
+            &[gas_dated(95.0, far)],
+            real(30),
+        )));
+        for t in [60, 90, 120] {
+            got.push(kinds(&request(
+                &mut state,
+                &r,
+                &[gas_dated(95.0, real(t))],
+                real(t),
+            )));
+        }
+        assert_eq!(got, ["alarm", "", "alarm", "", "alarm"]);
+    }
+
+    #[test]
+    fn a_batch_mixing_future_current_and_old_readings() {
+        let r = Rules::default();
+        let mut state = GroupAlarms::default();
+        let now = real(3600);
+        let batch = [
+            gas_dated(20.0, now + chrono::Duration::hours(3)),
+            gas_dated(95.0, now - chrono::Duration::hours(1)),
+            gas_dated(
+                20.0,
+                now + chrono::Duration::hours(3) + chrono::Duration::seconds(10),
+            ),
+            gas_dated(95.0, now - chrono::Duration::seconds(1)),
+            gas_dated(95.0, now - chrono::Duration::minutes(30)),
+        ];
+        let step = request(&mut state, &r, &batch, now);
+        use Disposition::*;
+        assert_eq!(
+            step.dispositions,
+            [Stale, Stale, Applied, Stale, Stale],
+            "one reading per request applies: the newest it can vouch for"
+        );
+        assert!(step.messages.is_empty());
+        // The batch moved the mark no further than its arrival (plus the tolerance)...
+        let mark = state.newest_ms("gasdetector").unwrap();
+        assert!(mark <= arrived(now).latest_believable().timestamp_millis());
+        // ...so the live leak 10 s later alarms, once, and clears once.
+        let got = live(
+            &mut state,
+            &r,
+            3610,
+            &[95.0, 96.0, 20.0],
+            chrono::Duration::zero(),
+        );
+        assert_eq!(got, ["alarm", "", "normal"]);
+        // And an old reading arriving afterwards is still stale.
+        let step = request(&mut state, &r, &[gas_dated(95.0, now)], real(3650));
+        assert_eq!((step.dispositions[0], step.messages.len()), (Stale, 0));
+    }
+
+    #[test]
+    fn the_state_stays_within_its_size_bound_whatever_the_times() {
+        let r = rules(
+            r#"{"co": {"high": 1, "low": -1}, "no2": {"high": 1, "low": -1},
+                "c2h5oh": {"high": 1, "low": -1}, "h2": {"high": 1, "low": -1},
+                "pm1": {"high": 1, "low": -1}, "pm25": {"high": 1, "low": -1},
+                "pm10": {"high": 1, "low": -1}, "temperature": {"high": 1, "low": -1},
+                "humidity": {"high": 1, "low": -1}}"#,
+        );
+        let group = "g".repeat(64);
+        let id64 = "9".repeat(64);
+        let times = [
+            "0001-01-01T00:00:00.000000001+18:00",
+            "9999-12-31T23:59:59.999999999-18:00",
+            "2026-12-01T00:00:00Z",
+        ];
+        let mut state = GroupAlarms::default();
+        let mut biggest = 0;
+        for (n, created) in times.iter().cycle().take(60).enumerate() {
+            let m = |v: f64| json!({"sensorid": id64, "sensortype": id64, "value": v, "createdtime": created});
+            let v = if n % 2 == 0 { 3.0e38 } else { -3.0e38 };
+            let readings = [
+                (
+                    Sensor::Gasdetector,
+                    json!({"groupid": group, "co": m(v), "no2": m(v), "c2h5oh": m(v), "h2": m(v)}),
+                ),
+                (
+                    Sensor::Dust,
+                    json!({"groupid": group, "pm1": m(v), "pm25": m(v), "pm10": m(v)}),
+                ),
+                (
+                    Sensor::Temp,
+                    json!({"groupid": group, "temperature": m(v), "humidity": m(v)}),
+                ),
+            ];
+            for (sensor, body) in readings {
+                let reading = Reading::parse(sensor, body, Tz::UTC).unwrap();
+                let skew = Some(i64::MIN);
+                let id = DocId::of(&reading);
+                let input = Input {
+                    reading: &reading,
+                    id: id.as_str(),
+                    clock_skew_s: skew,
+                };
+                apply(&mut state, &[input], &r, arrived(real(10 * n as i64)));
+                let size = serde_json::to_vec(&state.to_reported()).unwrap().len();
+                biggest = biggest.max(size);
+            }
+        }
+        // A shadow document is at most 8 KB, and `state.reported` shares it with the
+        // metadata IoT adds around it.
+        assert!(
+            biggest <= 7 * 1024,
+            "state.reported reached {biggest} bytes"
+        );
     }
 
     #[test]
@@ -541,7 +816,7 @@ mod tests {
             id: id.as_str(),
             clock_skew_s: None,
         };
-        let step = apply(&mut state, &[input], &Rules::default(), received());
+        let step = apply(&mut state, &[input], &Rules::default(), arrived(received()));
         assert_eq!(step.messages.len(), 1);
         let clear = &step.messages[0].message;
         assert_eq!(clear["clear"], "no data clear");

@@ -1,6 +1,7 @@
 //! The reading schema: every type here is built only through validation (`parse` /
 //! `from_json`), with boundary tests beside it. Nothing here knows of AWS or HTTP.
 
+pub mod arrival;
 pub mod created_time;
 pub mod error;
 pub mod group_id;

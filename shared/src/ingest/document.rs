@@ -2,10 +2,11 @@
 //! website's queries keep working) plus `date`, `@timestamp`, `sensor`, `location` and
 //! `warnings`, under a deterministic id.
 
+use crate::domain::arrival::Arrival;
 use crate::domain::measure::Measure;
 use crate::domain::reading::Reading;
 use crate::ingest::index_name::IndexName;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -54,22 +55,29 @@ impl DocId {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl Document {
-    /// `received` is when the function got the request (`date`, as the original added).
+    /// `date` is when the function got the request (as the original added); `@timestamp`
+    /// the reading's effective time (its `createdtime`, never later than its arrival plus
+    /// the tolerance: [`Arrival::effective`]), so a clock that ran ahead cannot date a
+    /// document in the future, pin a box's "latest" or hide it from a time range.
     pub fn build(
         reading: &Reading,
         index: &IndexName,
         warnings: &[Measure],
-        received: DateTime<Utc>,
+        arrival: Arrival,
     ) -> Document {
         let mut body = reading.raw().clone();
         let taken = reading.taken_at().utc();
         body.insert(
             "date".into(),
-            Value::String(received.format("%Y-%m-%d %H:%M:%S").to_string()),
+            Value::String(arrival.received().format("%Y-%m-%d %H:%M:%S").to_string()),
         );
         body.insert(
             "@timestamp".into(),
-            Value::String(taken.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Value::String(
+                arrival
+                    .effective(taken)
+                    .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            ),
         );
         body.insert("sensor".into(), Value::from(reading.sensor().name()));
         if let Some(location) = reading.location() {
@@ -82,6 +90,8 @@ impl Document {
         names.dedup();
         body.insert("warnings".into(), json!(names));
         Document {
+            // The box's own time, as before: a resend lands in the same index whenever it
+            // arrives, so the `create` op still stores it once.
             index: index.for_time(taken),
             id: DocId::of(reading),
             body,
@@ -92,9 +102,10 @@ impl Document {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::arrival::AheadTolerance;
     use crate::domain::reading::tests::SEED;
     use crate::domain::sensor::Sensor;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use chrono_tz::Tz;
 
     fn seed() -> Reading {
@@ -106,8 +117,9 @@ mod tests {
         .unwrap()
     }
 
-    fn received() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 1).unwrap()
+    fn received() -> Arrival {
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 1).unwrap();
+        Arrival::new(at, AheadTolerance::default())
     }
 
     #[test]
@@ -135,6 +147,32 @@ mod tests {
         let doc = Document::build(&seed(), &index, &[], received());
         assert_eq!(doc.index, "gasdetect-2021.09");
         assert_eq!(doc.body["warnings"], json!([]));
+    }
+
+    #[test]
+    fn a_reading_dated_after_its_arrival_is_timestamped_at_its_arrival() {
+        let index = IndexName::parse("gasdetect-%Y.%m").unwrap();
+        let future = SEED.replace("2021-09-03 18:14:49", "9999-12-31 23:59:59");
+        let reading = Reading::parse(
+            Sensor::Gasdetector,
+            serde_json::from_str(&future).unwrap(),
+            Tz::UTC,
+        )
+        .unwrap();
+        let doc = Document::build(&reading, &index, &[], received());
+        assert_eq!(
+            doc.body["@timestamp"], "2026-11-26T12:00:03Z",
+            "arrival + 2 s"
+        );
+        assert_eq!(
+            doc.body["no2"]["createdtime"], "9999-12-31 23:59:59",
+            "kept as sent"
+        );
+        assert_eq!(
+            doc.index, "gasdetect-9999.12",
+            "a resend lands where the first did"
+        );
+        assert_eq!(doc.id, DocId::of(&reading));
     }
 
     #[test]

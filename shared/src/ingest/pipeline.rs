@@ -11,6 +11,7 @@
 use crate::alarms::machine::{self, Disposition, Input};
 use crate::alarms::settings::AlarmMode;
 use crate::alarms::state::Pending;
+use crate::domain::arrival::{AheadTolerance, Arrival};
 use crate::domain::error::ValidationError;
 use crate::domain::group_id::GroupId;
 use crate::domain::measure::Measure;
@@ -55,6 +56,7 @@ pub struct Pipeline<P, I, A = MemoryAlarmStore> {
     indexer: I,
     alarm_mode: AlarmMode,
     clock_skew_warn_s: i64,
+    ahead_tolerance: AheadTolerance,
     alarms: A,
     /// The last committed state per group, with its version. Every write is still
     /// conditional on that version, so a stale copy costs one conflict, never a
@@ -118,6 +120,7 @@ impl<P: Publisher, I: Indexer> Pipeline<P, I> {
             indexer,
             alarm_mode: config.alarm_mode,
             clock_skew_warn_s: config.clock_skew_warn_s,
+            ahead_tolerance: config.clock_ahead_tolerance,
             alarms: MemoryAlarmStore::default(),
             cache: Mutex::new(HashMap::new()),
         }
@@ -139,6 +142,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
             indexer: self.indexer,
             alarm_mode: self.alarm_mode,
             clock_skew_warn_s: self.clock_skew_warn_s,
+            ahead_tolerance: self.ahead_tolerance,
             alarms: store,
             cache: Mutex::new(HashMap::new()),
         }
@@ -162,8 +166,14 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         Reading::parse(self.sensor, value, self.zone)
     }
 
+    /// When a request received now arrived, with this function's tolerance for clocks
+    /// ahead of ours.
+    pub fn arrival(&self, received: DateTime<Utc>) -> Arrival {
+        Arrival::new(received, self.ahead_tolerance)
+    }
+
     /// Rules and document for one valid reading: pure, no I/O.
-    pub fn check(&self, reading: &Reading, received: DateTime<Utc>) -> (Document, Vec<Warning>) {
+    pub fn check(&self, reading: &Reading, arrival: Arrival) -> (Document, Vec<Warning>) {
         let trips: Vec<_> = reading
             .measures()
             .iter()
@@ -174,12 +184,18 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
             })
             .collect();
         let tripped: Vec<Measure> = trips.iter().map(|(m, _)| m.measure()).collect();
-        let mut document = Document::build(reading, &self.index, &tripped, received);
-        let skew_s = clock_skew_s(reading, received);
+        let mut document = Document::build(reading, &self.index, &tripped, arrival);
+        let skew_warn = self.skew_warning(reading, arrival);
+        let skew_s = clock_skew_s(reading, arrival.received());
         document
             .body
             .insert("clock_skew_s".into(), serde_json::Value::from(skew_s));
-        let skew_warn = self.skew_warning(skew_s);
+        // The read API marks a box by this: its clock (or this reading's delivery) is
+        // off by more than `CLOCK_SKEW_WARN`.
+        document.body.insert(
+            "clock_skewed".into(),
+            serde_json::Value::from(skew_warn.is_some()),
+        );
         let warnings = trips
             .into_iter()
             .map(|(m, trip)| {
@@ -192,8 +208,12 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
     }
 
     /// The skew to put on a warning: only past `CLOCK_SKEW_WARN`, either way.
-    fn skew_warning(&self, skew_s: i64) -> Option<i64> {
-        (skew_s.unsigned_abs() > self.clock_skew_warn_s.unsigned_abs()).then_some(skew_s)
+    /// Also for any reading dated after its arrival (beyond the tolerance): a time no
+    /// clock can be right about, however small the skew.
+    fn skew_warning(&self, reading: &Reading, arrival: Arrival) -> Option<i64> {
+        let skew_s = clock_skew_s(reading, arrival.received());
+        let future = arrival.is_future(reading.taken_at().utc());
+        (future || skew_s.unsigned_abs() > self.clock_skew_warn_s.unsigned_abs()).then_some(skew_s)
     }
 
     /// Runs a request's readings through the pipeline. Invalid ones are reported and
@@ -203,16 +223,16 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         readings: Vec<Result<Reading, ValidationError>>,
         deadline: Instant,
     ) -> Vec<Outcome> {
-        let received = Utc::now();
+        let arrival = self.arrival(Utc::now());
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(readings.len());
         let mut checked: Vec<(usize, Checked)> = Vec::new();
         for (i, reading) in readings.into_iter().enumerate() {
             match reading {
                 Err(e) => outcomes.push(Some(Outcome::Invalid(e))),
                 Ok(reading) => {
-                    let (document, warnings) = self.check(&reading, received);
+                    let (document, warnings) = self.check(&reading, arrival);
                     let topic = self.topic.topic(self.sensor, reading.group());
-                    let skew_warn_s = self.skew_warning(clock_skew_s(&reading, received));
+                    let skew_warn_s = self.skew_warning(&reading, arrival);
                     outcomes.push(None);
                     checked.push((
                         i,
@@ -234,7 +254,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
                 self.index_documents(&checked, deadline)
             ),
             AlarmMode::Transitions => tokio::join!(
-                self.apply_alarms(&checked, received, deadline),
+                self.apply_alarms(&checked, arrival, deadline),
                 self.index_documents(&checked, deadline)
             ),
         };
@@ -349,7 +369,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
     async fn apply_alarms(
         &self,
         checked: &[(usize, Checked)],
-        received: DateTime<Utc>,
+        arrival: Arrival,
         deadline: Instant,
     ) -> Vec<Result<(), String>> {
         let mut groups: Vec<(&GroupId, Vec<usize>)> = Vec::new();
@@ -362,7 +382,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         }
         let per_group =
             futures_util::future::join_all(groups.iter().map(|(group, members)| {
-                self.apply_group(group, members, checked, received, deadline)
+                self.apply_group(group, members, checked, arrival, deadline)
             }))
             .await;
         let mut results: Vec<Result<(), String>> = vec![Ok(()); checked.len()];
@@ -381,7 +401,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         group: &GroupId,
         members: &[usize],
         checked: &[(usize, Checked)],
-        received: DateTime<Utc>,
+        arrival: Arrival,
         deadline: Instant,
     ) -> Vec<Result<(), String>> {
         let inputs: Vec<Input<'_>> = members
@@ -395,7 +415,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
                 }
             })
             .collect();
-        let to_publish = match self.commit(group, &inputs, received, deadline).await {
+        let to_publish = match self.commit(group, &inputs, arrival, deadline).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(sensor = %self.sensor, group = %group.as_str(), reason = %e, "alarm state not committed");
@@ -448,7 +468,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         &self,
         group: &GroupId,
         inputs: &[Input<'_>],
-        received: DateTime<Utc>,
+        arrival: Arrival,
         deadline: Instant,
     ) -> Result<Vec<Pending>, DownstreamError> {
         let mut backoff = Backoff::new(self.retry, deadline);
@@ -457,7 +477,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         loop {
             let result = match current.take() {
                 Some(read) => {
-                    self.try_commit(group, read, inputs, received, &backoff)
+                    self.try_commit(group, read, inputs, arrival, &backoff)
                         .await
                 }
                 None => match self
@@ -465,7 +485,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
                     .await
                 {
                     Ok(read) => {
-                        self.try_commit(group, read, inputs, received, &backoff)
+                        self.try_commit(group, read, inputs, arrival, &backoff)
                             .await
                     }
                     Err(e) => Err(e),
@@ -506,11 +526,11 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         group: &GroupId,
         read: Versioned,
         inputs: &[Input<'_>],
-        received: DateTime<Utc>,
+        arrival: Arrival,
         backoff: &Backoff,
     ) -> Result<Option<Vec<Pending>>, DownstreamError> {
         let mut state = read.state.clone();
-        let step = machine::apply(&mut state, inputs, &self.rules, received);
+        let step = machine::apply(&mut state, inputs, &self.rules, arrival);
         let mut messages = step.messages;
         for (input, disposition) in inputs.iter().zip(&step.dispositions) {
             if *disposition == Disposition::Resent {

@@ -2,6 +2,7 @@
 //! A bad value fails init with a message naming the variable.
 
 use crate::alarms::settings::{self, AlarmMode, ThingTemplate};
+use crate::domain::arrival::AheadTolerance;
 use crate::domain::sensor::Sensor;
 use crate::ingest::index_name::IndexName;
 use crate::ingest::rules::Rules;
@@ -46,6 +47,9 @@ pub struct Config {
     pub alarm_mode: AlarmMode,
     /// `CLOCK_SKEW_WARN` (seconds, default 600): a warning carries `clock_skew_s` above it.
     pub clock_skew_warn_s: i64,
+    /// `CLOCK_AHEAD_TOLERANCE` (seconds, default 2, at most 60): how far after its arrival
+    /// a reading's own time is still believed (`domain::arrival`).
+    pub clock_ahead_tolerance: AheadTolerance,
     /// `ALARM_THING_TEMPLATE` (default `{groupid}`) and `ALARM_SHADOW` (default `alarms`):
     /// where a group's alarm state lives.
     pub alarm_thing: ThingTemplate,
@@ -180,6 +184,10 @@ impl Config {
             Some(s) => settings::parse_seconds(&s, 0).map_err(|e| err("CLOCK_SKEW_WARN", e))?,
             None => settings::DEFAULT_CLOCK_SKEW_WARN_S,
         };
+        let clock_ahead_tolerance = match get("CLOCK_AHEAD_TOLERANCE") {
+            Some(s) => AheadTolerance::parse(&s).map_err(|e| err("CLOCK_AHEAD_TOLERANCE", e))?,
+            None => AheadTolerance::default(),
+        };
         let alarm_thing = match get("ALARM_THING_TEMPLATE") {
             Some(t) => {
                 ThingTemplate::parse(t.trim()).map_err(|e| err("ALARM_THING_TEMPLATE", e))?
@@ -209,6 +217,7 @@ impl Config {
             function_name,
             alarm_mode,
             clock_skew_warn_s,
+            clock_ahead_tolerance,
             alarm_thing,
             alarm_shadow,
         })
@@ -252,6 +261,7 @@ mod tests {
         assert_eq!(c.function_name, "gasdetector");
         assert_eq!(c.alarm_mode, AlarmMode::Transitions);
         assert_eq!(c.clock_skew_warn_s, 600);
+        assert_eq!(c.clock_ahead_tolerance.seconds(), 2);
         assert_eq!(c.alarm_thing, ThingTemplate::default());
         assert_eq!(c.alarm_shadow, "alarms");
     }
@@ -301,6 +311,8 @@ mod tests {
             ("METRICS_NAMESPACE", "AWS/Lambda"),
             ("ALARM_MODE", "sometimes"),
             ("CLOCK_SKEW_WARN", "10 minutes"),
+            ("CLOCK_AHEAD_TOLERANCE", "3600"),
+            ("CLOCK_AHEAD_TOLERANCE", "-1"),
             ("ALARM_THING_TEMPLATE", "things/{groupid}"),
             ("ALARM_SHADOW", "a b"),
             ("RULES", r#"{"no2": {"high": 88, "for": 0}}"#),

@@ -24,6 +24,21 @@ fn time_filter(range: &TimeRange) -> Value {
     }}})
 }
 
+/// Readings received (`date`, our clock) in the range, whatever time they carry: a box
+/// whose clock is off still shows in the range it was heard in. `date` has whole seconds,
+/// so the range's last second is included (`lte`): a reading received in the second a
+/// default range ends ("now") is not left out.
+fn received_filter(range: &TimeRange) -> Value {
+    json!({"range": {"date": {
+        "gte": range.from.format(RECEIVED_FORMAT).to_string(),
+        "lte": range.to.format(RECEIVED_FORMAT).to_string(),
+        "format": "yyyy-MM-dd HH:mm:ss"
+    }}})
+}
+
+/// How `date` (the receive time) is written in the documents.
+const RECEIVED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
 /// The fields a box's latest reading is shown with.
 fn latest_fields() -> Vec<String> {
     let mut fields: Vec<String> = [
@@ -33,6 +48,8 @@ fn latest_fields() -> Vec<String> {
         "date",
         "location",
         "warnings",
+        "clock_skew_s",
+        "clock_skewed",
     ]
     .iter()
     .map(|f| f.to_string())
@@ -41,20 +58,29 @@ fn latest_fields() -> Vec<String> {
     fields
 }
 
-/// `/api/boxes`: per group and sensor, the newest reading in the range.
+/// `/api/boxes`: per group and sensor, the newest reading and the last receive time of
+/// the readings taken (`@timestamp`) or received (`date`) in the range. `@timestamp` is
+/// the effective time (never after arrival), so a clock that ran ahead cannot pin the
+/// "newest"; the receive-time half keeps a box whose clock is behind in the list.
 pub fn boxes(range: &TimeRange) -> Value {
     json!({
         "size": 0,
-        "query": {"bool": {"filter": [time_filter(range)]}},
+        "query": {"bool": {"filter": [{"bool": {
+            "should": [time_filter(range), received_filter(range)],
+            "minimum_should_match": 1
+        }}]}},
         "aggs": {"groups": {
             "terms": {"field": "groupid", "size": MAX_GROUPS, "order": {"_key": "asc"}},
             "aggs": {"sensors": {
                 "terms": {"field": "sensor", "size": Sensor::ALL.len()},
-                "aggs": {"latest": {"top_hits": {
-                    "size": 1,
-                    "sort": [{"@timestamp": {"order": "desc"}}],
-                    "_source": {"includes": latest_fields()}
-                }}}
+                "aggs": {
+                    "latest": {"top_hits": {
+                        "size": 1,
+                        "sort": [{"@timestamp": {"order": "desc"}}, {"date": {"order": "desc"}}],
+                        "_source": {"includes": latest_fields()}
+                    }},
+                    "received": {"max": {"field": "date"}}
+                }
             }}
         }}
     })
@@ -251,6 +277,24 @@ mod tests {
         assert_eq!(latest["sort"][0]["@timestamp"]["order"], "desc");
         let includes = latest["_source"]["includes"].as_array().unwrap();
         assert!(includes.contains(&json!("no2.value")));
+        assert!(includes.contains(&json!("clock_skewed")));
+        let received = &groups["aggs"]["sensors"]["aggs"]["received"]["max"];
+        assert_eq!(received["field"], "date");
+        // In the range by effective time or by receive time.
+        let either = &body["query"]["bool"]["filter"][0]["bool"];
+        assert_eq!(either["minimum_should_match"], 1);
+        assert_eq!(
+            either["should"][0]["range"]["@timestamp"]["gte"],
+            "2026-11-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            either["should"][1]["range"]["date"]["gte"],
+            "2026-11-01 00:00:00"
+        );
+        assert_eq!(
+            either["should"][1]["range"]["date"]["lte"],
+            "2026-12-01 00:00:00"
+        );
         assert_user_string_only_in_values(&body, "\"");
     }
 }

@@ -82,14 +82,24 @@ pub fn boxes(response: &Value, range: &TimeRange) -> Value {
         let mut sensors = Vec::new();
         let mut newest: Option<(String, Value)> = None;
         let mut group_warnings: Vec<&str> = Vec::new();
+        let mut group_skewed = false;
         for bucket in group["sensors"]["buckets"].as_array().unwrap_or(&empty) {
             let Some(hit) = bucket["latest"]["hits"]["hits"].get(0) else {
                 continue;
             };
             let source = &hit["_source"];
-            let (Some(sensor), Some(last_seen)) = (sensor_of(source), timestamp(source)) else {
+            let (Some(sensor), Some(newest_time)) = (sensor_of(source), timestamp(source)) else {
                 continue;
             };
+            // Last seen: when we last heard from it (our clock), whatever its clock says;
+            // documents written before `date` was aggregated fall back to `@timestamp`.
+            let last_seen = bucket["received"]["value"]
+                .as_f64()
+                .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(ms as i64))
+                .map(rfc3339)
+                .unwrap_or_else(|| newest_time.clone());
+            let clock_skewed = source["clock_skewed"].as_bool().unwrap_or(false);
+            group_skewed |= clock_skewed;
             let mut latest = Map::new();
             for &m in sensor.measures() {
                 if let Some(v) = measure_value(source, m) {
@@ -100,17 +110,20 @@ pub fn boxes(response: &Value, range: &TimeRange) -> Value {
             group_warnings.extend(names(&warnings));
             let place = location(source);
             // The group's position: from its newest reading that has one.
-            let newer = newest.as_ref().is_none_or(|(t, _)| last_seen > *t);
+            let newer = newest.as_ref().is_none_or(|(t, _)| newest_time > *t);
             if !place.is_null() && newer {
-                newest = Some((last_seen.clone(), place));
+                newest = Some((newest_time.clone(), place));
             }
             sensors.push(json!({
                 "sensor": sensor.name(),
                 "last_seen": last_seen,
+                "time": newest_time,
                 "received": source["date"].as_str(),
                 "latest": latest,
                 "warnings": names(&warnings),
                 "count": bucket["doc_count"].as_u64().unwrap_or(0),
+                "clock_skewed": clock_skewed,
+                "clock_skew_s": source["clock_skew_s"].as_i64(),
             }));
         }
         if sensors.is_empty() {
@@ -129,6 +142,7 @@ pub fn boxes(response: &Value, range: &TimeRange) -> Value {
             "last_seen": last_seen,
             "location": newest.map(|(_, l)| l).unwrap_or(Value::Null),
             "warnings": group_warnings,
+            "clock_skewed": group_skewed,
             "sensors": sensors,
         }));
     }
@@ -283,13 +297,15 @@ mod tests {
     fn boxes_take_latest_values_position_and_warnings_per_group() {
         let gas = json!({"groupid": "2", "sensor": "gasdetector", "@timestamp": "2026-12-01T10:00:00Z",
             "date": "2026-12-01 10:00:01", "location": {"lat": 37.6, "lon": 127.0},
+            "clock_skew_s": -10800, "clock_skewed": true,
             "warnings": ["no2"], "no2": {"value": "95.00"}, "co": {"value": 26.2}, "h2": {"value": "x"}});
         let temp = json!({"groupid": "2", "sensor": "temp", "@timestamp": "2026-12-01T11:00:00+09:00",
             "warnings": [], "temperature": {"value": "21.5"}});
         let response = json!({"aggregations": {"groups": {"buckets": [
             {"key": "2", "sensors": {"buckets": [
                 {"key": "temp", "doc_count": 3, "latest": {"hits": {"hits": [hit("t", temp, json!([]))]}}},
-                {"key": "gasdetector", "doc_count": 5, "latest": {"hits": {"hits": [hit("g", gas, json!([]))]}}}
+                {"key": "gasdetector", "doc_count": 5, "latest": {"hits": {"hits": [hit("g", gas, json!([]))]}},
+                 "received": {"value": 1_796_119_201_000.0_f64, "value_as_string": "2026-12-01 10:00:01"}}
             ]}},
             {"key": 7, "sensors": {"buckets": [{"key": "dust", "latest": {"hits": {"hits": []}}}]}}
         ]}}});
@@ -298,14 +314,28 @@ mod tests {
         assert_eq!(list.len(), 1, "a group with no readable hit is left out");
         let group = &list[0];
         assert_eq!(group["groupid"], "2");
-        assert_eq!(group["last_seen"], "2026-12-01T10:00:00.000Z");
+        // Last seen is the newest receive time (the `received` aggregation), else the
+        // newest reading's time.
+        assert_eq!(group["last_seen"], "2026-12-01T10:00:01.000Z");
+        assert_eq!(group["clock_skewed"], true);
         assert_eq!(group["location"], json!({"lat": 37.6, "lon": 127.0}));
         assert_eq!(group["warnings"], json!(["no2"]));
         let gas = &group["sensors"][0];
         assert_eq!(gas["sensor"], "gasdetector");
         assert_eq!(gas["latest"], json!({"co": 26.2, "no2": 95.0}));
         assert_eq!(gas["count"], 5);
-        assert_eq!(group["sensors"][1]["last_seen"], "2026-12-01T02:00:00.000Z");
+        assert_eq!(gas["last_seen"], "2026-12-01T10:00:01.000Z");
+        assert_eq!(gas["time"], "2026-12-01T10:00:00.000Z");
+        assert_eq!(
+            (&gas["clock_skewed"], &gas["clock_skew_s"]),
+            (&json!(true), &json!(-10800))
+        );
+        let temp = &group["sensors"][1];
+        assert_eq!(temp["last_seen"], "2026-12-01T02:00:00.000Z");
+        assert_eq!(
+            (&temp["clock_skewed"], &temp["clock_skew_s"]),
+            (&json!(false), &Value::Null)
+        );
         assert_eq!(answer["from"], "2026-12-01T00:00:00.000Z");
     }
 
