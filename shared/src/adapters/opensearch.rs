@@ -4,7 +4,7 @@
 use crate::alarms::no_data::{Activity, LastSeen};
 use crate::domain::group_id::GroupId;
 use crate::domain::sensor::Sensor;
-use crate::ingest::document::Document;
+use crate::ingest::document::{Document, RECEIVED_FORMAT};
 use crate::lambda::config::{Config, OpenSearchAuth};
 use crate::ports::{DownstreamError, IndexOutcome, Indexer, Search};
 use chrono::{DateTime, Utc};
@@ -89,7 +89,7 @@ impl OpenSearchActivity {
 pub fn last_seen_query(since: DateTime<Utc>) -> serde_json::Value {
     serde_json::json!({
         "size": 0,
-        "query": {"range": {"date": {"gte": since.format("%Y-%m-%d %H:%M:%S").to_string()}}},
+        "query": {"range": {"date": {"gte": since.format(RECEIVED_FORMAT).to_string()}}},
         "aggs": {"groups": {
             "terms": {"field": "groupid", "size": MAX_GROUPS},
             "aggs": {"last": {"max": {"field": "date"}}}

@@ -62,42 +62,45 @@ pub fn apply(
     arrival: Arrival,
 ) -> Step {
     let received = arrival.received();
-    // (effective, createdtime) in epoch ms: the effective time orders; the box's own
-    // time only breaks ties between readings its arrival capped alike.
-    let ms = |input: &Input<'_>| {
-        let created = input.reading.taken_at().utc();
-        (
-            arrival.effective(created).timestamp_millis(),
-            created.timestamp_millis(),
-        )
-    };
+    // Per input, once: (effective, createdtime) in epoch ms. The effective time orders;
+    // the box's own time only breaks ties between readings its arrival capped alike.
+    let keys: Vec<(i64, i64)> = inputs
+        .iter()
+        .map(|input| {
+            let created = input.reading.taken_at().utc();
+            (
+                arrival.effective(created).timestamp_millis(),
+                created.timestamp_millis(),
+            )
+        })
+        .collect();
     let mut newest_in_request: HashMap<&'static str, (i64, i64)> = HashMap::new();
-    for input in inputs {
+    for (input, &key) in inputs.iter().zip(&keys) {
         let newest = newest_in_request
             .entry(input.reading.sensor().name())
             .or_insert((i64::MIN, i64::MIN));
-        *newest = (*newest).max(ms(input));
+        *newest = (*newest).max(key);
     }
     let mut order: Vec<usize> = (0..inputs.len()).collect();
-    order.sort_by_key(|&i| ms(&inputs[i]));
+    order.sort_by_key(|&i| keys[i]);
 
     let mut dispositions = vec![Disposition::Stale; inputs.len()];
     let mut messages = Vec::new();
     for i in order {
         let input = &inputs[i];
         let sensor = input.reading.sensor().name();
-        let taken = ms(input);
+        let (effective_ms, _) = keys[i];
         if state.was_applied(input.id) {
             dispositions[i] = Disposition::Resent;
             continue;
         }
-        let older_in_request = newest_in_request.get(sensor).is_some_and(|&n| taken < n);
-        let older_than_applied = state.newest_ms(sensor).is_some_and(|n| taken.0 < n);
+        let older_in_request = newest_in_request.get(sensor).is_some_and(|&n| keys[i] < n);
+        let older_than_applied = state.newest_ms(sensor).is_some_and(|n| effective_ms < n);
         if older_in_request || older_than_applied {
             continue;
         }
         dispositions[i] = Disposition::Applied;
-        state.set_newest_ms(sensor, taken.0);
+        state.set_newest_ms(sensor, effective_ms);
         state.set_received_ms(sensor, received.timestamp_millis());
         state.mark_applied(input.id);
         let mut out = |message: serde_json::Value| {

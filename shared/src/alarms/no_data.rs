@@ -14,6 +14,7 @@ use crate::alarms::settings;
 use crate::alarms::state::{GroupAlarms, NoData, ALARM};
 use crate::domain::group_id::GroupId;
 use crate::domain::sensor::Sensor;
+use crate::ingest::document::RECEIVED_FORMAT;
 use crate::ingest::retry::{Backoff, RetryPolicy};
 use crate::ingest::topic::TopicTemplate;
 use crate::ports::{AlarmStore, DownstreamError, Message, Publisher, StoreOutcome};
@@ -137,7 +138,7 @@ impl<P: Publisher, S: AlarmStore, A: Activity> NoDataCheck<P, S, A> {
         let sensor = last.sensor.name();
         let entry = NoData {
             sensor: sensor.to_string(),
-            since: last.received.format("%Y-%m-%d %H:%M:%S").to_string(),
+            since: last.received.format(RECEIVED_FORMAT).to_string(),
             since_ms: last.received.timestamp_millis(),
         };
         let raised = self

@@ -18,7 +18,8 @@ pub struct GroupAlarms {
     /// plain `normal` with no breaches is left out.
     #[serde(default)]
     pub alarms: Vec<KeyState>,
-    /// Per sensor, the `createdtime` of the newest applied reading (epoch ms).
+    /// Per sensor, the effective time (`createdtime`, capped at arrival + tolerance) of the
+    /// newest applied reading (epoch ms): the staleness mark.
     #[serde(default)]
     pub newest: Vec<SensorTime>,
     /// Per sensor, when the newest applied reading was received (epoch ms, our clock):

@@ -30,12 +30,9 @@ impl Default for AheadTolerance {
 }
 
 impl AheadTolerance {
-    /// Whole seconds, 0 to [`MAX_AHEAD_TOLERANCE_S`].
-    pub fn parse(text: &str) -> Result<AheadTolerance, String> {
-        let seconds: i64 = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not a whole number of seconds"))?;
+    /// 0 to [`MAX_AHEAD_TOLERANCE_S`] seconds (the text is read by the configuration's
+    /// one seconds parser, `alarms::settings::parse_seconds`).
+    pub fn from_seconds(seconds: i64) -> Result<AheadTolerance, String> {
         if !(0..=MAX_AHEAD_TOLERANCE_S).contains(&seconds) {
             return Err(format!(
                 "must be 0 to {MAX_AHEAD_TOLERANCE_S} seconds, got {seconds}"
@@ -116,11 +113,14 @@ mod tests {
     }
 
     #[test]
-    fn tolerance_is_whole_seconds_within_bounds() {
-        assert_eq!(AheadTolerance::parse("0").map(|t| t.seconds()), Ok(0));
-        assert_eq!(AheadTolerance::parse(" 60 ").map(|t| t.seconds()), Ok(60));
-        for bad in ["-1", "61", "2.5", "", "two", "99999999999999999999"] {
-            assert!(AheadTolerance::parse(bad).is_err(), "{bad:?}");
+    fn tolerance_is_within_bounds() {
+        assert_eq!(AheadTolerance::from_seconds(0).map(|t| t.seconds()), Ok(0));
+        assert_eq!(
+            AheadTolerance::from_seconds(60).map(|t| t.seconds()),
+            Ok(60)
+        );
+        for bad in [-1, 61, i64::MIN, i64::MAX] {
+            assert!(AheadTolerance::from_seconds(bad).is_err(), "{bad}");
         }
         assert_eq!(
             AheadTolerance::default().seconds(),

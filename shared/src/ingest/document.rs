@@ -54,6 +54,10 @@ impl DocId {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// How `date` (the receive time, UTC) is written; the index templates map it as
+/// `yyyy-MM-dd HH:mm:ss`, and every range on `date` is written the same way.
+pub const RECEIVED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
 impl Document {
     /// `date` is when the function got the request (as the original added); `@timestamp`
     /// the reading's effective time (its `createdtime`, never later than its arrival plus
@@ -69,7 +73,7 @@ impl Document {
         let taken = reading.taken_at().utc();
         body.insert(
             "date".into(),
-            Value::String(arrival.received().format("%Y-%m-%d %H:%M:%S").to_string()),
+            Value::String(arrival.received().format(RECEIVED_FORMAT).to_string()),
         );
         body.insert(
             "@timestamp".into(),

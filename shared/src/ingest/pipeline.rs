@@ -64,11 +64,6 @@ pub struct Pipeline<P, I, A = MemoryAlarmStore> {
     cache: Mutex<HashMap<GroupId, Versioned>>,
 }
 
-/// Receive time minus the reading's `createdtime`, in seconds.
-fn clock_skew_s(reading: &Reading, received: DateTime<Utc>) -> i64 {
-    (received - reading.taken_at().utc()).num_seconds()
-}
-
 /// What became of one reading.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -174,6 +169,16 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
 
     /// Rules and document for one valid reading: pure, no I/O.
     pub fn check(&self, reading: &Reading, arrival: Arrival) -> (Document, Vec<Warning>) {
+        let (document, warnings, _) = self.check_with_skew(reading, arrival);
+        (document, warnings)
+    }
+
+    /// [`Self::check`], plus the skew its alarm messages carry (see [`Self::skew`]).
+    fn check_with_skew(
+        &self,
+        reading: &Reading,
+        arrival: Arrival,
+    ) -> (Document, Vec<Warning>, Option<i64>) {
         let trips: Vec<_> = reading
             .measures()
             .iter()
@@ -185,8 +190,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
             .collect();
         let tripped: Vec<Measure> = trips.iter().map(|(m, _)| m.measure()).collect();
         let mut document = Document::build(reading, &self.index, &tripped, arrival);
-        let skew_warn = self.skew_warning(reading, arrival);
-        let skew_s = clock_skew_s(reading, arrival.received());
+        let (skew_s, skew_warn) = self.skew(reading, arrival);
         document
             .body
             .insert("clock_skew_s".into(), serde_json::Value::from(skew_s));
@@ -204,16 +208,19 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
                 warning
             })
             .collect();
-        (document, warnings)
+        (document, warnings, skew_warn)
     }
 
-    /// The skew to put on a warning: only past `CLOCK_SKEW_WARN`, either way.
-    /// Also for any reading dated after its arrival (beyond the tolerance): a time no
-    /// clock can be right about, however small the skew.
-    fn skew_warning(&self, reading: &Reading, arrival: Arrival) -> Option<i64> {
-        let skew_s = clock_skew_s(reading, arrival.received());
-        let future = arrival.is_future(reading.taken_at().utc());
-        (future || skew_s.unsigned_abs() > self.clock_skew_warn_s.unsigned_abs()).then_some(skew_s)
+    /// Receive time minus `createdtime` in seconds, and the same again when a warning
+    /// must carry it: past `CLOCK_SKEW_WARN` either way, or for any reading dated after
+    /// its arrival (beyond the tolerance), a time no clock can be right about however
+    /// small the skew.
+    fn skew(&self, reading: &Reading, arrival: Arrival) -> (i64, Option<i64>) {
+        let taken = reading.taken_at().utc();
+        let skew_s = (arrival.received() - taken).num_seconds();
+        let notable = arrival.is_future(taken)
+            || skew_s.unsigned_abs() > self.clock_skew_warn_s.unsigned_abs();
+        (skew_s, notable.then_some(skew_s))
     }
 
     /// Runs a request's readings through the pipeline. Invalid ones are reported and
@@ -230,9 +237,8 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
             match reading {
                 Err(e) => outcomes.push(Some(Outcome::Invalid(e))),
                 Ok(reading) => {
-                    let (document, warnings) = self.check(&reading, arrival);
+                    let (document, warnings, skew_warn_s) = self.check_with_skew(&reading, arrival);
                     let topic = self.topic.topic(self.sensor, reading.group());
-                    let skew_warn_s = self.skew_warning(&reading, arrival);
                     outcomes.push(None);
                     checked.push((
                         i,

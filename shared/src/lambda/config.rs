@@ -185,7 +185,9 @@ impl Config {
             None => settings::DEFAULT_CLOCK_SKEW_WARN_S,
         };
         let clock_ahead_tolerance = match get("CLOCK_AHEAD_TOLERANCE") {
-            Some(s) => AheadTolerance::parse(&s).map_err(|e| err("CLOCK_AHEAD_TOLERANCE", e))?,
+            Some(s) => settings::parse_seconds(&s, 0)
+                .and_then(AheadTolerance::from_seconds)
+                .map_err(|e| err("CLOCK_AHEAD_TOLERANCE", e))?,
             None => AheadTolerance::default(),
         };
         let alarm_thing = match get("ALARM_THING_TEMPLATE") {
@@ -262,6 +264,10 @@ mod tests {
         assert_eq!(c.alarm_mode, AlarmMode::Transitions);
         assert_eq!(c.clock_skew_warn_s, 600);
         assert_eq!(c.clock_ahead_tolerance.seconds(), 2);
+        let bounds = |s: &str| {
+            config(&[("CLOCK_AHEAD_TOLERANCE", s)]).map(|c| c.clock_ahead_tolerance.seconds())
+        };
+        assert_eq!((bounds("0").ok(), bounds(" 60 ").ok()), (Some(0), Some(60)));
         assert_eq!(c.alarm_thing, ThingTemplate::default());
         assert_eq!(c.alarm_shadow, "alarms");
     }
@@ -312,7 +318,11 @@ mod tests {
             ("ALARM_MODE", "sometimes"),
             ("CLOCK_SKEW_WARN", "10 minutes"),
             ("CLOCK_AHEAD_TOLERANCE", "3600"),
+            ("CLOCK_AHEAD_TOLERANCE", "61"),
             ("CLOCK_AHEAD_TOLERANCE", "-1"),
+            ("CLOCK_AHEAD_TOLERANCE", "2.5"),
+            ("CLOCK_AHEAD_TOLERANCE", "two"),
+            ("CLOCK_AHEAD_TOLERANCE", "99999999999999999999"),
             ("ALARM_THING_TEMPLATE", "things/{groupid}"),
             ("ALARM_SHADOW", "a b"),
             ("RULES", r#"{"no2": {"high": 88, "for": 0}}"#),

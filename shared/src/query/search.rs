@@ -9,6 +9,7 @@
 use crate::domain::group_id::GroupId;
 use crate::domain::measure::Measure;
 use crate::domain::sensor::Sensor;
+use crate::ingest::document::RECEIVED_FORMAT;
 use crate::query::interval::Interval;
 use crate::query::params::{rfc3339, Cursor, TimeRange};
 use serde_json::{json, Value};
@@ -35,9 +36,6 @@ fn received_filter(range: &TimeRange) -> Value {
         "format": "yyyy-MM-dd HH:mm:ss"
     }}})
 }
-
-/// How `date` (the receive time) is written in the documents.
-const RECEIVED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// The fields a box's latest reading is shown with.
 fn latest_fields() -> Vec<String> {
