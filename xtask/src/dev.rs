@@ -158,6 +158,11 @@ pub fn run(args: &[String]) -> Result {
 
     let cargo_lambda = tools::ensure_cargo_lambda()?;
     tools::ensure_mosquitto()?;
+    // The "try it" lines below subscribe with `mosquitto_sub` (Debian's
+    // mosquitto-clients): installed as root, otherwise named; the stack runs without it.
+    if let Err(e) = tools::ensure_debian_package("/usr/bin/mosquitto_sub", "mosquitto-clients") {
+        eprintln!("note: {e}");
+    }
     let osmem = if user_opensearch.is_none() {
         Some(ensure_osmem_server()?)
     } else {
