@@ -5,9 +5,9 @@
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sensor_model::Sensor;
 use sensorbox::queue::Queue;
 use sensorbox::reading::QueuedReading;
-use shared::Sensor;
 
 fn reading(n: u64) -> QueuedReading {
     let created = Utc

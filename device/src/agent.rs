@@ -28,7 +28,7 @@ struct Line {
 }
 
 pub async fn run(config: Config) -> Result<(), String> {
-    shared::adapters::tls::install_crypto_provider();
+    crate::mqtt::install_crypto_provider();
     let queue =
         Queue::open(&config.queue.path, config.queue.max_readings).map_err(|e| e.to_string())?;
     let queue = Arc::new(Mutex::new(queue));
@@ -137,7 +137,7 @@ async fn shutdown_signal() {
 async fn read_sensor(
     index: usize,
     spec: SourceSpec,
-    route: shared::Sensor,
+    route: sensor_model::Sensor,
     interval: Duration,
     lines: mpsc::Sender<Line>,
 ) {

@@ -9,12 +9,12 @@
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use sensor_model::domain::group_id::GroupId;
+use sensor_model::domain::location::Location;
+use sensor_model::domain::measure::Measure;
+use sensor_model::topic::TopicTemplate;
+use sensor_model::Sensor;
 use serde::Deserialize;
-use shared::domain::group_id::GroupId;
-use shared::domain::location::Location;
-use shared::domain::measure::Measure;
-use shared::ingest::topic::TopicTemplate;
-use shared::Sensor;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -410,7 +410,7 @@ impl RawMqtt {
         let template = TopicTemplate::parse(
             self.topic_template
                 .as_deref()
-                .unwrap_or(shared::ingest::topic::DEFAULT_TEMPLATE),
+                .unwrap_or(sensor_model::topic::DEFAULT_TEMPLATE),
         )
         .map_err(|e| ConfigError::new("mqtt.topic_template", e.to_string()))?;
         let mut warning_topics: Vec<String> = sensors

@@ -13,7 +13,7 @@
 
 use crate::config::MqttConfig;
 use crate::queue::Queue;
-use crate::sender::Backoff;
+use crate::sender::ResendBackoff;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
     SubscribeReasonCode, TlsConfiguration, Transport,
@@ -99,7 +99,14 @@ pub fn connected_topic(config: &MqttConfig, thing: &str) -> String {
     format!("{}/{thing}/connected", config.device_root)
 }
 
-pub fn data_topic(config: &MqttConfig, thing: &str, route: shared::Sensor) -> String {
+/// rustls's process-wide crypto provider: ring, as the functions use (one TLS stack, one
+/// provider in the binary). Call before building any TLS configuration.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed: fine either way.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn data_topic(config: &MqttConfig, thing: &str, route: sensor_model::Sensor) -> String {
     format!("{}/{thing}/data/{}", config.device_root, route.name())
 }
 
@@ -197,7 +204,7 @@ impl Link {
             Err(e) => return e,
         };
         let (client, mut events) = AsyncClient::new(options, 256);
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+        let mut backoff = ResendBackoff::new(Duration::from_millis(500), Duration::from_secs(60));
         let mut rng = fastrand::Rng::new();
         let mut in_flight = InFlight::default();
         let mut connected = false;
@@ -411,7 +418,7 @@ async fn run_hook(command: Vec<String>, input: String) {
 mod tests {
     use super::*;
 
-    fn config_with(certs: &localstack::Certs, port: u16) -> MqttConfig {
+    fn config_with(certs: &local_aws::Certs, port: u16) -> MqttConfig {
         let device = certs.device("box-1").expect("device certificate");
         MqttConfig {
             endpoint: "localhost".into(),
@@ -428,9 +435,9 @@ mod tests {
 
     #[test]
     fn port_443_offers_iot_cores_alpn_and_bad_files_name_their_key() {
-        shared::adapters::tls::install_crypto_provider();
+        super::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let certs = localstack::Certs::ensure(dir.path()).expect("CA");
+        let certs = local_aws::Certs::ensure(dir.path()).expect("CA");
         let tls = tls_config(&config_with(&certs, 443)).expect("tls");
         assert_eq!(tls.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
         let tls = tls_config(&config_with(&certs, 8883)).expect("tls");

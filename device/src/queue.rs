@@ -16,7 +16,7 @@
 use crate::reading::QueuedReading;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use shared::Sensor;
+use sensor_model::Sensor;
 use std::fmt;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! From a source line to a validated reading: the line protocol the boxes' scripts print,
 //! filled with the box's identity from the configuration, then validated by the same
-//! schema types the functions use (`shared::Reading::parse`), so a reading the API would
+//! schema types the functions use (`sensor_model::Reading::parse`), so a reading the API would
 //! refuse is never queued.
 //!
 //! A line is one JSON object whose keys are measures of the sensor's route. Each value is
@@ -10,10 +10,10 @@
 
 use crate::config::{MeasureLabels, SensorConfig};
 use chrono::{DateTime, SecondsFormat, Utc};
+use sensor_model::document::DocId;
+use sensor_model::domain::group_id::GroupId;
+use sensor_model::{Reading, Sensor, ValidationError};
 use serde_json::{Map, Value};
-use shared::domain::group_id::GroupId;
-use shared::ingest::document::DocId;
-use shared::{Reading, Sensor, ValidationError};
 use std::collections::BTreeMap;
 
 /// A reading ready for the queue: its route, body, document id and time.
@@ -31,7 +31,7 @@ pub struct ReadingBuilder {
     gps: Option<String>,
     thing: String,
     route: Sensor,
-    labels: BTreeMap<shared::Measure, MeasureLabels>,
+    labels: BTreeMap<sensor_model::Measure, MeasureLabels>,
 }
 
 impl ReadingBuilder {
@@ -118,7 +118,7 @@ mod tests {
     fn builder() -> ReadingBuilder {
         let mut labels = BTreeMap::new();
         labels.insert(
-            shared::Measure::parse("no2").expect("no2"),
+            sensor_model::Measure::parse("no2").expect("no2"),
             MeasureLabels {
                 sensorid: Some("0006".into()),
                 sensortype: Some("9".into()),

@@ -18,7 +18,8 @@ pub const MAX_BATCH: usize = 500;
 pub struct Judgement {
     /// Done: stored, already stored, or refused for good as a batch item (`invalid`).
     pub remove: Vec<i64>,
-    /// Refused as a whole (400/413): kept in the dead-letter table, never resent.
+    /// Refused for good (400/413/422 as a whole, or a `rejected` batch item): kept in the
+    /// dead-letter table with the status and reason, never resent.
     pub dead: Vec<(i64, u16, String)>,
     /// Items the API asked to resend (`retry`), or all of them on a transient failure.
     pub keep: Vec<i64>,
@@ -85,6 +86,20 @@ pub fn judge(
                         ));
                         j.remove.push(entry.seq);
                     }
+                    // Valid, but refused for good downstream (say a mapping conflict):
+                    // resending can never store it, so it goes to the dead letters.
+                    Some("rejected") => {
+                        let message = item
+                            .and_then(|i| i.get("message"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("(no message)")
+                            .to_string();
+                        j.notes.push(format!(
+                            "reading {} rejected for good: {message}; moved to dead letters",
+                            entry.doc_id
+                        ));
+                        j.dead.push((entry.seq, 422, message));
+                    }
                     // `retry`, or an answer without this item: keep it, resend later.
                     _ => j.keep.push(entry.seq),
                 }
@@ -102,7 +117,8 @@ pub fn judge(
                 reason()
             ));
         }
-        400 | 413 => {
+        // 422: valid, but refused for good downstream; like 400, final.
+        400 | 413 | 422 => {
             let reason = reason();
             j.notes.push(format!(
                 "reading {} refused ({status}): {reason}; moved to dead letters",
@@ -156,15 +172,15 @@ fn tally_items(parsed: Option<&Value>) -> Option<String> {
 
 /// Exponential backoff with full jitter, at least `Retry-After`.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub struct ResendBackoff {
     base: Duration,
     cap: Duration,
     failures: u32,
 }
 
-impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff {
+impl ResendBackoff {
+    pub fn new(base: Duration, cap: Duration) -> ResendBackoff {
+        ResendBackoff {
             base,
             cap,
             failures: 0,
@@ -192,7 +208,7 @@ pub struct Sender {
     base: reqwest::Url,
     api_key: Option<String>,
     queue: Arc<Mutex<Queue>>,
-    backoff: Backoff,
+    backoff: ResendBackoff,
     rng: fastrand::Rng,
 }
 
@@ -208,7 +224,7 @@ impl Sender {
             base,
             api_key,
             queue,
-            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            backoff: ResendBackoff::new(Duration::from_millis(500), Duration::from_secs(60)),
             rng: fastrand::Rng::new(),
         }
     }
@@ -359,7 +375,7 @@ impl Sender {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use shared::Sensor;
+    use sensor_model::Sensor;
 
     /// `judge` of an answer given as text, as it comes off the wire.
     fn judge_text(
@@ -444,6 +460,19 @@ mod tests {
         let j = judge_text(&three, true, Some(413), "", None);
         assert!(j.split && j.dead.is_empty() && j.keep.len() == 3);
 
+        // Valid but refused for good downstream: dead-lettered, never resent.
+        let rejected = r#"{"status":"ok","items":[{"index":0,"status":"stored"},
+            {"index":1,"status":"rejected","id":"b","message":"indexing refused: 400 mapper_parsing_exception"},
+            {"index":2,"status":"stored"}]}"#;
+        let j = judge_text(&three, true, Some(200), rejected, None);
+        assert_eq!((j.remove, j.keep, j.back_off), (vec![1, 3], vec![], None));
+        assert_eq!(j.dead.len(), 1);
+        assert_eq!((j.dead[0].0, j.dead[0].1), (2, 422));
+        assert!(j.dead[0].2.contains("mapper_parsing_exception"));
+        let single = r#"{"error":"rejected","id":"a","message":"indexing refused"}"#;
+        let j = judge_text(&three[..1], false, Some(422), single, None);
+        assert_eq!((j.dead.len(), j.keep.len()), (1, 0));
+
         // A 503 from something in front of the function: no items, keep everything.
         let j = judge_text(&three, true, Some(503), "<html>", None);
         assert_eq!(j.keep, vec![1, 2, 3]);
@@ -452,7 +481,7 @@ mod tests {
     #[test]
     fn backoff_grows_with_full_jitter_and_honours_retry_after() {
         let mut rng = fastrand::Rng::with_seed(1);
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut b = ResendBackoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let waits: Vec<Duration> = (0..12).map(|_| b.next(None, &mut rng)).collect();
         assert!(waits.iter().all(|w| *w <= Duration::from_secs(10)));
         assert!(waits[..2].iter().all(|w| *w <= Duration::from_millis(200)));

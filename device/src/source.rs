@@ -3,8 +3,8 @@
 //! after a pause, so an unplugged serial cable or a crashing script never stops the box.
 
 use crate::config::SourceSpec;
-use shared::ingest::rules::Rules;
-use shared::Sensor;
+use sensor_model::rules::Rules;
+use sensor_model::Sensor;
 use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};

@@ -7,8 +7,8 @@
 use integration_tests::{
     eventually, function_env, start_watch, wait_for_gasdetector, ChildGuard, OpenSearch,
 };
-use localstack::{
-    Broker, BrokerConfig, Certs, Gateway, GatewayConfig, IotEndpoint, Rules, RulesConfig,
+use local_aws::{
+    Broker, BrokerConfig, Certs, Gateway, GatewayConfig, IotEndpoint, IotRules, IotRulesConfig,
     TlsListener,
 };
 use serde_json::{json, Value};
@@ -30,7 +30,7 @@ struct Stack {
     broker: Broker,
     iot: IotEndpoint,
     opensearch: OpenSearch,
-    _rules: Rules,
+    _rules: IotRules,
     gateway: Gateway,
     _watch: ChildGuard,
 }
@@ -57,12 +57,12 @@ async fn start_stack(dir: &Path) -> Stack {
     env.insert("ALARM_MODE".into(), "every".into());
     let (watch, watch_port) = start_watch(&env, &[]).await;
     let invoke = format!("http://127.0.0.1:{watch_port}");
-    let rules = Rules::start(
-        RulesConfig {
+    let rules = IotRules::start(
+        IotRulesConfig {
             broker: broker.local_addr(),
             device_root: "devices".into(),
             invoke_base: Some(invoke.clone()),
-            sensors: localstack::gateway::INGEST_FUNCTIONS
+            sensors: local_aws::gateway::INGEST_FUNCTIONS
                 .map(String::from)
                 .to_vec(),
         },

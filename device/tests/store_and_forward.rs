@@ -7,7 +7,7 @@ use integration_tests::{
     eventually, free_port, sensorbox_queue_depth, start_watch, wait_for_gasdetector, ChildGuard,
     Peers, WAIT,
 };
-use localstack::{Gateway, GatewayConfig};
+use local_aws::{Gateway, GatewayConfig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +16,9 @@ use std::time::Duration;
 const AGENT: &str = env!("CARGO_BIN_EXE_sensorbox");
 
 /// A config for group `group` sending to `port`, reading lines from a shell `script`.
+/// `request_timeout_s = 30`: a request whose invocation `cargo lambda watch` lost when the
+/// previous agent was killed mid-request is given up and resent after 30 s (a debug build
+/// stores a 500-reading batch in a few seconds), well inside the 300 s the drain may take.
 fn write_config(dir: &Path, name: &str, port: u16, group: &str, script: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let command = serde_json::to_string(&["sh", "-c", script]).expect("json");
@@ -23,7 +26,7 @@ fn write_config(dir: &Path, name: &str, port: u16, group: &str, script: &str) ->
         r#"api_url = "http://127.0.0.1:{port}"
 groupid = "{group}"
 clock = "system"
-request_timeout_s = 120
+request_timeout_s = 30
 [queue]
 path = "{queue}"
 [[sensor]]
@@ -66,9 +69,11 @@ async fn indexed_and_drained(
     n: u64,
     config: &Path,
 ) {
+    // Generous: after a kill -9 mid-request, `cargo lambda watch` can lose an invocation
+    // or two, each costing the box one request timeout (30 s) before it resends.
     eventually(
         &format!("{n} readings indexed"),
-        Duration::from_secs(120),
+        Duration::from_secs(300),
         || {
             agent.assert_running();
             let c = peers

@@ -9,12 +9,13 @@
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use shared::ingest::document::Document;
-use shared::ingest::pipeline::Pipeline;
-use shared::ingest::topic::TopicTemplate;
-use shared::lambda::request::{parse_body, Payload, RequestError, MAX_BATCH, MAX_BODY_BYTES};
-use shared::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
-use shared::{Config, Sensor};
+use sensor_model::document::Document;
+use sensor_core::pipeline::Pipeline;
+use sensor_model::topic::TopicTemplate;
+use sensor_lambda::request::{parse_body, Payload, RequestError, MAX_BATCH, MAX_BODY_BYTES};
+use sensor_core::ports::{DownstreamError, IndexOutcome, Indexer, Message, Publisher};
+use sensor_lambda::IngestSettings;
+use sensor_model::Sensor;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -46,9 +47,9 @@ fn pipelines() -> &'static Vec<(Sensor, Pipeline<Nowhere, Nowhere>)> {
                     ("OPENSEARCH_AUTH", "none"),
                     ("DEVICE_TIMEZONE", zone),
                 ]);
-                let config = Config::from_lookup(sensor, |k| env.get(k).map(|v| v.to_string()))
+                let config = IngestSettings::from_lookup(sensor, |k| env.get(k).map(|v| v.to_string()))
                     .expect("fuzz configuration");
-                all.push((sensor, Pipeline::new(&config, Nowhere, Nowhere)));
+                all.push((sensor, Pipeline::new(&config.pipeline, Nowhere, Nowhere)));
             }
         }
         all

@@ -1,18 +1,19 @@
 //! Real local peers for the integration tests, each on a free port so tests run in
 //! parallel: osmem-server (an OpenSearch-compatible server, a subprocess from the project
-//! virtualenv, installed with pip when missing), the localstack MQTT broker and IoT
+//! virtualenv, installed with pip when missing), the local-aws MQTT broker and IoT
 //! data-plane endpoint (in-process), an MQTT subscriber (rumqttc), and the real function
-//! pipeline (`shared::App`) configured for them.
+//! pipeline (`sensor_lambda::App`) configured for them.
 //!
 //! Waiting is always on an event with a deadline: a port answering, a message arriving, a
 //! document becoming searchable. A tool that cannot be installed fails the test with a
 //! message saying so.
 
-use localstack::{Broker, IotEndpoint};
+use local_aws::{Broker, IotEndpoint};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sensor_core::ports::{AlarmStore, Indexer, Publisher};
+use sensor_lambda::{App, IngestSettings};
+use sensor_model::Sensor;
 use serde_json::{json, Value};
-use shared::ports::{AlarmStore, Indexer, Publisher};
-use shared::{App, Config, Sensor};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -460,9 +461,9 @@ pub fn function_env(iot_url: &str, opensearch_url: &str) -> HashMap<String, Stri
 }
 
 pub async fn app_with(sensor: Sensor, env: HashMap<String, String>) -> App {
-    let config = Config::from_lookup(sensor, |key: &str| env.get(key).cloned())
+    let config = IngestSettings::from_lookup(sensor, |key: &str| env.get(key).cloned())
         .unwrap_or_else(|e| panic!("configuration: {e}"));
-    App::from_config(config)
+    App::from_settings(config)
         .await
         .unwrap_or_else(|e| panic!("init: {e}"))
 }

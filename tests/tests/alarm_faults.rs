@@ -1,12 +1,12 @@
 //! Alarm state under injected faults with real HTTP in between: a fault proxy
-//! (`localstack::fault`: 429/500/503, resets before and after forwarding) in front of the
+//! (`local_aws::fault`: 429/500/503, resets before and after forwarding) in front of the
 //! local IoT endpoint, so shadow reads, shadow writes and publishes fail at random, often
 //! enough (70 %) that some requests run out of retries and get a 503. A box resends on 503. Each group's leak must come out as exactly one transition each way
 //! (delivery is at least once: a repeated message carries the same reading id), and the
 //! shadow must end in `normal`.
 
 use integration_tests::{app_with, gas_reading, post, Peers, Subscriber};
-use localstack::fault::{FaultConfig, FaultProxy};
+use local_aws::fault::{FaultConfig, FaultProxy};
 use std::collections::BTreeMap;
 
 const GROUPS: usize = 3;
@@ -25,7 +25,7 @@ async fn faults_within_and_past_the_retries_keep_one_transition_each_way() {
     let mut subscriber = Subscriber::connect(peers.broker.local_addr(), "pi/#").await;
     let mut env = peers.env();
     env.insert("AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(), proxy.url());
-    let app = app_with(shared::Sensor::Gasdetector, env).await;
+    let app = app_with(sensor_model::Sensor::Gasdetector, env).await;
 
     let mut unavailable = 0;
     for g in 0..GROUPS {

@@ -1,8 +1,8 @@
 //! The real function binary (built and served by `cargo lambda watch`, running
-//! `shared::lambda::runtime::run`) given API Gateway envelopes whose base64 body is garbage:
+//! `sensor_lambda::runtime::run`) given API Gateway envelopes whose base64 body is garbage:
 //! a 400 naming `body`, not a function error, and the next good event is stored.
 
-#[path = "../../shared/tests/support/mod.rs"]
+#[path = "../../crates/lambda/tests/support/mod.rs"]
 mod support;
 
 use integration_tests::{start_watch, Peers, WATCH_BUILD as BUILD};

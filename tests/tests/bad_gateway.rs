@@ -1,22 +1,22 @@
 //! Every bad request in `events/bad/cases.json` sent over HTTP to the local API Gateway
-//! emulator (`localstack::Gateway`, which builds REST proxy events with base64 bodies),
+//! emulator (`local_aws::Gateway`, which builds REST proxy events with base64 bodies),
 //! invoking the function in-process through the same path as on Lambda: the runtime's
-//! base64 guard, lambda_http's event parser and `shared::lambda::runtime::answer`, with fake
+//! base64 guard, lambda_http's event parser and `sensor_lambda::runtime::answer`, with fake
 //! ports. Each gets its status and a JSON error naming the field, nothing is published
 //! or indexed, and the functions keep serving. (Undecodable base64 cannot be produced by
-//! the gateway; those cases run in `shared/tests/bad_events.rs` and `runtime.rs`.)
+//! the gateway; those cases run in `crates/lambda/tests/bad_events.rs` and `runtime.rs`.)
 
-#[path = "../../shared/tests/support/bad_cases.rs"]
+#[path = "../../crates/lambda/tests/support/bad_cases.rs"]
 mod bad_cases;
-#[path = "../../shared/tests/support/mod.rs"]
+#[path = "../../crates/lambda/tests/support/mod.rs"]
 mod support;
-#[path = "../../shared/tests/support/tiny_http.rs"]
+#[path = "../../crates/lambda/tests/support/tiny_http.rs"]
 mod tiny_http;
 
-use localstack::{Gateway, GatewayConfig};
+use local_aws::{Gateway, GatewayConfig};
+use sensor_lambda::runtime::{answer, Base64Guard};
+use sensor_model::Sensor;
 use serde_json::{json, Map};
-use shared::lambda::runtime::{answer, Base64Guard};
-use shared::Sensor;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,7 +16,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use integration_tests::{
     ensure_python_package, eventually, gas_reading, root, start_watch, venv_bin, Peers, WATCH_BUILD,
 };
-use localstack::{Gateway, GatewayConfig};
+use local_aws::{Gateway, GatewayConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

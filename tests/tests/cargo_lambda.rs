@@ -1,5 +1,5 @@
 //! The functions as `cargo xtask dev` runs them: built and served by `cargo lambda watch`,
-//! invoked with `cargo lambda invoke --data-file events/...` and through the localstack
+//! invoked with `cargo lambda invoke --data-file events/...` and through the local-aws
 //! gateway, publishing to the in-process broker, keeping alarm state in the local IoT
 //! endpoint's shadows and indexing into osmem-server.
 
@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use integration_tests::{
     path_with_venv, root, start_watch, venv_bin, Peers, Subscriber, WATCH_BUILD as BUILD,
 };
-use localstack::{Gateway, GatewayConfig};
+use local_aws::{Gateway, GatewayConfig};
 use serde_json::{json, Value};
 
 async fn cargo_lambda_invoke(port: u16, function: &str, file: &str) -> Value {

@@ -1,5 +1,5 @@
 //! Reliability under injected faults, with real HTTP in between: fault-injecting proxies
-//! (`localstack::fault`) in front of the IoT data-plane endpoint and osmem-server answer
+//! (`local_aws::fault`) in front of the IoT data-plane endpoint and osmem-server answer
 //! 429/500/503, reset connections (before and after the upstream did the work) and answer
 //! late, at a set rate, while a bounded load of readings (single and batches, some
 //! tripping rules) flows through the real pipeline and adapters. A client resends on 503
@@ -8,13 +8,14 @@
 //! was ever seen.
 
 use integration_tests::{post, Peers, Subscriber, WAIT};
-use localstack::fault::{FaultConfig, FaultProxy, FaultStats};
+use local_aws::fault::{FaultConfig, FaultProxy, FaultStats};
+use sensor_aws::{IotPublisher, OpenSearchIndexer};
+use sensor_core::pipeline::Pipeline;
+use sensor_core::ports::MemoryAlarmStore;
+use sensor_core::retry::RetryPolicy;
+use sensor_lambda::{App, IngestSettings};
+use sensor_model::Sensor;
 use serde_json::{json, Value};
-use shared::adapters::{IotPublisher, OpenSearchIndexer};
-use shared::ingest::pipeline::Pipeline;
-use shared::ingest::retry::RetryPolicy;
-use shared::ports::MemoryAlarmStore;
-use shared::{App, Config, Sensor};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,7 +88,7 @@ async fn app_behind(
     env.insert("ALARM_MODE".into(), "every".into());
     env.insert("AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(), iot.url());
     env.insert("OPENSEARCH_URL".into(), opensearch.url());
-    let config = Config::from_lookup(Sensor::Gasdetector, |k| env.get(k).cloned())
+    let config = IngestSettings::from_lookup(Sensor::Gasdetector, |k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("configuration: {e}"));
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -101,7 +102,7 @@ async fn app_behind(
         .load()
         .await;
     let publisher = IotPublisher::new(&sdk, config.iot_endpoint.as_str());
-    let indexer = OpenSearchIndexer::new(&config, &sdk).expect("OpenSearch client");
+    let indexer = OpenSearchIndexer::new(&config.opensearch, &sdk).expect("OpenSearch client");
     // The production policy with a 1 s attempt timeout (5 s in production) and 3
     // attempts, so slow answers cost little time and some readings do run out of
     // attempts and get a 503.
@@ -111,7 +112,9 @@ async fn app_behind(
         max_delay: Duration::from_millis(200),
         attempt_timeout: Duration::from_secs(1),
     };
-    App::from_pipeline(Pipeline::new(&config, publisher, indexer).with_retry_policy(policy))
+    App::from_pipeline(
+        Pipeline::new(&config.pipeline, publisher, indexer).with_retry_policy(policy),
+    )
 }
 
 fn report(name: &str, stats: &FaultStats) -> String {

@@ -8,8 +8,8 @@ use integration_tests::{
     app_with, check_shadow_contract, ensure_python_package, free_port, gas_reading, iot_client,
     post, venv_bin, ChildGuard, OpenSearch, WAIT,
 };
+use sensor_model::Sensor;
 use serde_json::Value;
-use shared::Sensor;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

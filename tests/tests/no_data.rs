@@ -4,14 +4,14 @@
 //! run adds nothing, and the silent group's next reading clears it.
 
 use integration_tests::{gas_reading, post, Peers, Subscriber};
+use sensor_core::no_data::Summary;
+use sensor_model::Sensor;
 use serde_json::json;
-use shared::alarms::no_data::Summary;
-use shared::Sensor;
 use std::time::Duration;
 
-async fn check(peers: &Peers) -> shared::lambda::no_data::NoDataFunction {
+async fn check(peers: &Peers) -> sensor_lambda::no_data_function::NoDataFunction {
     let env = peers.env();
-    shared::lambda::no_data::from_lookup(|k: &str| env.get(k).cloned())
+    sensor_lambda::no_data_function::from_lookup(|k: &str| env.get(k).cloned())
         .await
         .expect("no-data configuration")
 }

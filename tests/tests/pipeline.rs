@@ -1,10 +1,10 @@
 //! The function pipeline end to end with its real adapters: `aws-sdk-iotdataplane` against
-//! the localstack IoT endpoint (relayed to a real MQTT subscriber) and the `opensearch`
+//! the local-aws IoT endpoint (relayed to a real MQTT subscriber) and the `opensearch`
 //! client against osmem-server.
 
-use integration_tests::{gas_reading, post, Peers, Subscriber};
+use integration_tests::{app_with, gas_reading, post, Peers, Subscriber};
+use sensor_model::Sensor;
 use serde_json::{json, Value};
-use shared::Sensor;
 
 const T0: &str = "2021-09-03 18:14:49";
 
@@ -202,4 +202,63 @@ async fn temp_and_dust_routes_use_their_own_index_and_rules() {
         .opensearch
         .wait_count("dust", json!({"term": {"groupid": "5"}}), 1)
         .await;
+}
+
+/// Issue 20: a reading OpenSearch refuses for good (its document conflicts with the
+/// index's mapping) is answered as final, never "resend": 422 alone, `rejected` in a
+/// batch whose other readings are stored. The box dead-letters it (device/src/sender.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_opensearch_refuses_for_good_is_final_not_resend() {
+    let peers = Peers::start().await;
+    // An index whose mapping wants `groupid` as a number: a group named in letters can
+    // never be indexed there, however often it is sent.
+    let created = peers
+        .opensearch
+        .http
+        .put(format!("{}/conflicting", peers.opensearch.url))
+        .header("content-type", "application/json")
+        .body(json!({"mappings": {"properties": {"groupid": {"type": "long"}}}}).to_string())
+        .send()
+        .await
+        .expect("create index");
+    assert!(created.status().is_success(), "{}", created.status());
+    let mut env = peers.env();
+    env.insert("INDEX".into(), "conflicting".into());
+    let app = app_with(Sensor::Gasdetector, env).await;
+
+    let (status, reply) = post(&app, "gasdetector", &gas_reading("abc", "52.00", T0)).await;
+    assert_eq!(status, 422, "{reply}");
+    assert_eq!(reply["error"], "rejected", "{reply}");
+    let message = reply["message"].as_str().unwrap_or_default();
+    assert!(message.contains("mapper_parsing_exception"), "{reply}");
+    assert!(
+        !message.contains("abc"),
+        "the reason never quotes the value: {reply}"
+    );
+
+    let batch = format!(
+        "[{},{}]",
+        gas_reading("7", "52.00", T0),
+        gas_reading("abc", "52.00", "2021-09-03 18:14:50")
+    );
+    let (status, reply) = post(&app, "gasdetector", &batch).await;
+    assert_eq!(status, 200, "{reply}");
+    let statuses: Vec<&str> = reply["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|i| i["status"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, ["stored", "rejected"], "{reply}");
+    assert_eq!(
+        (&reply["rejected"], &reply["retry"]),
+        (&json!(1), &json!(0))
+    );
+    let all = json!({"match_all": {}});
+    assert_eq!(
+        peers
+            .opensearch
+            .wait_count("conflicting", all.clone(), 1)
+            .await,
+        1
+    );
+    assert_eq!(peers.opensearch.count("conflicting", all).await, 1);
 }

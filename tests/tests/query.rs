@@ -6,9 +6,9 @@
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use integration_tests::{gas_reading, post, Peers};
 use lambda_http::{Body, RequestExt};
+use sensor_lambda::query_function::QueryFunction;
+use sensor_model::Sensor;
 use serde_json::{json, Value};
-use shared::lambda::query::QueryFunction;
-use shared::Sensor;
 use std::collections::HashMap;
 
 const START: &str = "2026-11-30 10:00:00";

@@ -12,7 +12,7 @@
 use integration_tests::{
     ensure_python_package, eventually, root, start_watch, venv_bin, Peers, Subscriber, WATCH_BUILD,
 };
-use localstack::{Gateway, GatewayConfig};
+use local_aws::{Gateway, GatewayConfig};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! the pipeline: concurrency between instances, a real MQTT subscriber.
 
 use integration_tests::{check_shadow_contract, gas_reading, iot_client, post, Peers, Subscriber};
-use shared::Sensor;
+use sensor_model::Sensor;
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

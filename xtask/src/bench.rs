@@ -3,7 +3,8 @@
 //! osmem-server into `target/venv`, runs the harness and writes `target/bench/cold.md`.
 //! Benchmarks are run by hand, never as timed tests in CI.
 
-use crate::tools::{self, root, run, venv_bin, venv_dir, Result};
+use crate::opensearch::ensure_osmem_server;
+use crate::tools::{self, root, run, venv_bin, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -288,23 +289,4 @@ fn ensure_python_baseline() -> Result {
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "-r"])
         .arg(root().join("bench/python/requirements.txt")))
-}
-
-/// osmem-server ships a static binary inside its wheel (no console script).
-fn ensure_osmem_server() -> Result<PathBuf> {
-    if let Some(binary) = find_osmem_server() {
-        return Ok(binary);
-    }
-    tools::ensure_python_tools(&[("osmem-server", "osmem-server")])?;
-    find_osmem_server().ok_or_else(|| {
-        "osmem-server installed but site-packages/osmem_server/bin/osmem-server is missing".into()
-    })
-}
-
-fn find_osmem_server() -> Option<PathBuf> {
-    std::fs::read_dir(venv_dir().join("lib"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/osmem_server/bin/osmem-server"))
-        .find(|p| p.exists())
 }

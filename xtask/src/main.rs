@@ -2,11 +2,15 @@
 //! plain std, no shell scripts.
 
 mod bench;
+mod build_lambda;
 mod cargo_tools;
 mod deny;
 mod dev;
 mod fuzz;
+mod http;
 mod infra;
+mod opensearch;
+mod opensearch_templates;
 mod stats;
 mod test;
 mod tools;
@@ -39,8 +43,8 @@ fn main() -> ExitCode {
         "dev" => dev::run(rest),
         "test" => test::run(rest),
         "infra-check" => infra::check(rest),
-        "opensearch-templates" => infra::apply_templates(rest),
-        "build-lambda" => tools::build_lambda(rest),
+        "opensearch-templates" => opensearch_templates::run(rest),
+        "build-lambda" => build_lambda::run_build(rest),
         "deny" => deny::check(rest),
         "fuzz" => fuzz::run_fuzz(rest),
         "bench-cold" => bench::cold(rest),

@@ -207,7 +207,7 @@ impl Totals {
 mod tests {
     use super::*;
 
-    // Lines as the functions print them (shared::observability::emf), among log lines.
+    // Lines as the functions print them (sensor_lambda::observability::emf), among log lines.
     const OUTPUT: &str = r#"INFO request{requestId="a"}: reading stored id=x
 {"ColdStart":1.0,"IndexLatency":2.5,"ReadingsStored":1.0,"Requests":1.0,"_aws":{"CloudWatchMetrics":[{"Dimensions":[["function","sensor"]],"Metrics":[{"Name":"Requests","Unit":"Count"},{"Name":"ReadingsStored","Unit":"Count"},{"Name":"ColdStart","Unit":"Count"},{"Name":"IndexLatency","Unit":"Milliseconds"}],"Namespace":"SensorIngest"}],"Timestamp":1796160021582},"function":"gasdetector","requestId":"a","sensor":"gasdetector"}
 {"ColdStart":0.0,"IndexLatency":7.5,"ReadingsStored":2.0,"Requests":1.0,"_aws":{"CloudWatchMetrics":[{"Dimensions":[["function","sensor"]],"Metrics":[{"Name":"Requests","Unit":"Count"},{"Name":"ReadingsStored","Unit":"Count"},{"Name":"ColdStart","Unit":"Count"},{"Name":"IndexLatency","Unit":"Milliseconds"}],"Namespace":"SensorIngest"}],"Timestamp":1796160021583},"function":"gasdetector","requestId":"b","sensor":"gasdetector"}

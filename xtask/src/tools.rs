@@ -131,15 +131,6 @@ pub fn path_with(dir: &Path) -> String {
     path
 }
 
-pub fn build_lambda(args: &[String]) -> Result {
-    ensure_cargo_lambda()?;
-    run(Command::new("cargo")
-        .current_dir(root())
-        .env("PATH", path_with_venv())
-        .args(["lambda", "build", "--release"])
-        .args(args))
-}
-
 /// Whether this process runs as root (then apt-get may install system packages).
 fn is_root() -> bool {
     Command::new("id")
@@ -184,7 +175,7 @@ pub fn ensure_debian_package(binary: &str, package: &str) -> Result {
     }
 }
 
-/// The local MQTT broker (localstack/src/broker.rs runs it).
+/// The local MQTT broker (local-aws/src/broker.rs runs it).
 pub fn ensure_mosquitto() -> Result {
     let on_path = Command::new("mosquitto")
         .arg("-h")

@@ -12,7 +12,7 @@ use integration_tests::{
     eventually, free_port, sensorbox_queue_depth, start_watch, wait_for_gasdetector, ChildGuard,
     Peers,
 };
-use localstack::{Broker, BrokerConfig, Certs, Gateway, GatewayConfig, TlsListener};
+use local_aws::{Broker, BrokerConfig, Certs, Gateway, GatewayConfig, TlsListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

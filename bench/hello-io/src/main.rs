@@ -14,7 +14,7 @@ const DOCUMENT: &str = r#"{"groupid":"2","gps":"37.61002501514269, 126.996368688
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    // The same single crypto provider as `shared::adapters::tls`.
+    // The same single crypto provider as `sensor_aws::tls`.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().no_proxy().build()?;
     let iot = std::env::var("AWS_ENDPOINT_URL_IOT_DATA_PLANE")?;

@@ -6,10 +6,11 @@
 //!
 //! `cargo build --release -p initsteps && target/release/initsteps --runs 25`
 
-use shared::adapters::{IotPublisher, OpenSearchIndexer};
-use shared::ingest::topic::TopicTemplate;
-use shared::ports::{Indexer, Message, Publisher};
-use shared::{App, Config, Sensor};
+use sensor_aws::{IotPublisher, OpenSearchIndexer};
+use sensor_core::ports::{Indexer, Message, Publisher};
+use sensor_lambda::{App, IngestSettings};
+use sensor_model::topic::TopicTemplate;
+use sensor_model::Sensor;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -67,15 +68,16 @@ fn child() {
         .expect("runtime");
     laps.mark();
     runtime.block_on(async {
-        shared::init_tracing();
+        sensor_lambda::init_tracing();
         laps.mark();
-        let config = Config::from_env(Sensor::Gasdetector).expect("configuration");
+        let config = IngestSettings::from_env(Sensor::Gasdetector).expect("configuration");
         laps.mark();
-        let sdk_config = shared::lambda::app::load_sdk_config(&config).await;
+        let sdk_config = sensor_aws::load_sdk_config(&config.aws).await;
         laps.mark();
         let publisher = IotPublisher::new(&sdk_config, config.iot_endpoint.as_str());
         laps.mark();
-        let indexer = OpenSearchIndexer::new(&config, &sdk_config).expect("OpenSearch client");
+        let indexer =
+            OpenSearchIndexer::new(&config.opensearch, &sdk_config).expect("OpenSearch client");
         laps.mark();
         let app = App::new(&config, publisher.clone(), indexer.clone());
         laps.times.push(laps.start.elapsed());

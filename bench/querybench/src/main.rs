@@ -10,19 +10,19 @@
 //!    times, after a warm-up, `--runs` requests of each: `/api/readings` for the month
 //!    (automatic interval: 30 min, 1,440 buckets), `/api/boxes` for the month (51 groups),
 //!    and the first page of `/api/warnings`; and, as the floor, the same search bodies
-//!    (built by `shared::query::search`) sent straight to osmem-server, so the table shows
+//!    (built by `sensor_core::query::search`) sent straight to osmem-server, so the table shows
 //!    what the server costs and what the gateway and the function add.
 
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use integration_tests::{eventually, start_watch, Peers, WATCH_BUILD};
-use localstack::{Gateway, GatewayConfig};
+use local_aws::{Gateway, GatewayConfig};
+use sensor_aws::opensearch::bulk_body;
+use sensor_model::document::Document;
+use sensor_model::domain::arrival::{AheadTolerance, Arrival};
+use sensor_model::index_name::IndexName;
+use sensor_model::rules::Rules;
+use sensor_model::{Reading, Sensor};
 use serde_json::{json, Value};
-use shared::adapters::opensearch::bulk_body;
-use shared::domain::arrival::{AheadTolerance, Arrival};
-use shared::ingest::document::Document;
-use shared::ingest::index_name::IndexName;
-use shared::ingest::rules::Rules;
-use shared::{Reading, Sensor};
 use std::time::{Duration, Instant};
 
 const MONTH_GROUP: &str = "month-1";
@@ -216,9 +216,9 @@ async fn main() {
         from.format("%Y-%m-%dT%H:%M:%SZ"),
         to.format("%Y-%m-%dT%H:%M:%SZ")
     );
-    let span = shared::query::params::TimeRange { from, to };
+    let span = sensor_core::query::params::TimeRange { from, to };
     // The page's default view: the last 24 hours (of the month loaded).
-    let day = shared::query::params::TimeRange {
+    let day = sensor_core::query::params::TimeRange {
         from: to - ChronoDuration::days(1),
         to,
     };
@@ -227,7 +227,7 @@ async fn main() {
         day.from.format("%Y-%m-%dT%H:%M:%SZ"),
         day.to.format("%Y-%m-%dT%H:%M:%SZ")
     );
-    let group = shared::domain::group_id::GroupId::parse(MONTH_GROUP).expect("group");
+    let group = sensor_model::domain::group_id::GroupId::parse(MONTH_GROUP).expect("group");
     let os = &peers.opensearch.url;
     let routes = [
         (
@@ -236,43 +236,43 @@ async fn main() {
                 "{base}/api/readings?sensor=gasdetector&groupid={MONTH_GROUP}&measure=no2&{range}"
             ),
             format!("{os}/gasdetect*/_search"),
-            shared::query::search::readings(
+            sensor_core::query::search::readings(
                 Sensor::Gasdetector,
                 &group,
-                shared::Measure::No2,
+                sensor_model::Measure::No2,
                 &span,
-                shared::query::interval::Interval::auto(span.span()),
+                sensor_core::query::interval::Interval::auto(span.span()),
             ),
         ),
         (
             "/api/boxes (one month)",
             format!("{base}/api/boxes?{range}"),
             format!("{os}/gasdetect*,dust*,temp*/_search"),
-            shared::query::search::boxes(&span),
+            sensor_core::query::search::boxes(&span),
         ),
         (
             "/api/readings (last 24 h, the page's default)",
             format!("{base}/api/readings?sensor=gasdetector&groupid={MONTH_GROUP}&measure=no2&{day_range}"),
             format!("{os}/gasdetect*/_search"),
-            shared::query::search::readings(
+            sensor_core::query::search::readings(
                 Sensor::Gasdetector,
                 &group,
-                shared::Measure::No2,
+                sensor_model::Measure::No2,
                 &day,
-                shared::query::interval::Interval::auto(day.span()),
+                sensor_core::query::interval::Interval::auto(day.span()),
             ),
         ),
         (
             "/api/boxes (last 24 h, the page's default)",
             format!("{base}/api/boxes?{day_range}"),
             format!("{os}/gasdetect*,dust*,temp*/_search"),
-            shared::query::search::boxes(&day),
+            sensor_core::query::search::boxes(&day),
         ),
         (
             "/api/warnings (first page of 50)",
             format!("{base}/api/warnings?{range}"),
             format!("{os}/gasdetect*,dust*,temp*/_search"),
-            shared::query::search::warnings(&span, None, 50, None),
+            sensor_core::query::search::warnings(&span, None, 50, None),
         ),
     ];
     println!(

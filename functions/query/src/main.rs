@@ -1,5 +1,6 @@
 //! `GET /` (the page) and `GET /api/boxes|readings|warnings|rules` (the read API): wiring
-//! only; the routes live in the `shared` crate (`shared::query`, `shared::lambda::query`).
+//! only; the routes live in `sensor_core::query`, the HTTP boundary in
+//! `sensor_lambda::query_function`.
 
 use lambda_http::Error;
 
@@ -9,7 +10,7 @@ const PAGE: &str = include_str!("../../../web/dist/index.html");
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    shared::init_tracing();
-    let handler = shared::lambda::query::QueryFunction::from_env(PAGE).await?;
-    shared::lambda::query::run(handler).await
+    sensor_lambda::init_tracing();
+    let handler = sensor_lambda::query_function::QueryFunction::from_env(PAGE).await?;
+    sensor_lambda::query_function::run(handler).await
 }

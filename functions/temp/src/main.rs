@@ -1,11 +1,13 @@
-//! `POST /temp`: wiring only; the pipeline lives in the `shared` crate.
+//! `POST /temp`: wiring only; the pipeline lives in `sensor_core::pipeline`, its Lambda boundary in
+//! `sensor_lambda`.
 
 use lambda_http::Error;
-use shared::{App, Sensor};
+use sensor_lambda::App;
+use sensor_model::Sensor;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    shared::init_tracing();
+    sensor_lambda::init_tracing();
     let app = App::from_env(Sensor::Temp).await?;
-    shared::lambda::runtime::run(app).await
+    sensor_lambda::runtime::run(app).await
 }

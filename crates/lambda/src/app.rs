@@ -1,0 +1,343 @@
+//! The Lambda handler: built once per cold start, then called per event. Accepts API
+//! Gateway REST (v1), HTTP API (v2), Function URL events and direct invokes.
+
+use crate::observability::emf::{MetricsSink, MetricsWriter, RequestCounts};
+use crate::observability::request;
+use crate::request::{parse_body, Payload, RequestError};
+use crate::response::Reply;
+use crate::settings::{IngestSettings, SettingsError};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use sensor_aws::opensearch::OpenSearchInitError;
+use sensor_aws::{load_sdk_config, IotPublisher, OpenSearchIndexer, ShadowAlarmStore};
+use sensor_core::downstream::DownstreamStats;
+use sensor_core::pipeline::Outcome;
+use sensor_core::pipeline::Pipeline;
+use sensor_core::ports::{AlarmStore, Indexer, MemoryAlarmStore, Publisher};
+use sensor_model::document::DocId;
+use sensor_model::domain::sensor::Sensor;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Time budget when the event carries no Lambda deadline (tests, local servers).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+/// 2001-09-09 in epoch milliseconds: smaller deadlines are relative budgets.
+const EPOCH_MS_2001: u64 = 1_000_000_000_000;
+/// Lambda's longest timeout.
+const MAX_BUDGET: Duration = Duration::from_secs(900);
+/// Kept back from the Lambda deadline to write the 503 before the function times out.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+pub struct App<P = IotPublisher, I = OpenSearchIndexer, A = ShadowAlarmStore> {
+    pipeline: Pipeline<P, I, A>,
+    metrics: MetricsWriter,
+}
+
+/// Why a function could not start: its settings, or a client it builds from them.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    OpenSearch(#[from] OpenSearchInitError),
+}
+
+/// A downstream failure on a direct invoke: reported as a function error, so the
+/// invoker's retry and error-action machinery takes over.
+#[derive(Debug)]
+pub struct DownstreamFailure(pub String);
+
+impl std::fmt::Display for DownstreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DownstreamFailure {}
+
+impl App {
+    /// Settings from the environment and the real AWS clients.
+    pub async fn from_env(sensor: Sensor) -> Result<App, InitError> {
+        App::from_settings(IngestSettings::from_env(sensor)?).await
+    }
+
+    pub async fn from_settings(settings: IngestSettings) -> Result<App, InitError> {
+        let sdk_config = load_sdk_config(&settings.aws).await;
+        let publisher = IotPublisher::new(&sdk_config, settings.iot_endpoint.as_str());
+        let indexer = OpenSearchIndexer::new(&settings.opensearch, &sdk_config)?;
+        let alarms = ShadowAlarmStore::new(
+            publisher.client().clone(),
+            settings.alarm_state.thing.clone(),
+            settings.alarm_state.shadow.clone(),
+        );
+        Ok(App::from_parts(
+            &settings,
+            Pipeline::new(&settings.pipeline, publisher, indexer).with_alarm_store(alarms),
+        ))
+    }
+}
+
+impl<P: Publisher, I: Indexer> App<P, I, MemoryAlarmStore> {
+    /// With in-process alarm state (tests, benchmarks).
+    pub fn new(settings: &IngestSettings, publisher: P, indexer: I) -> Self {
+        App::from_parts(
+            settings,
+            Pipeline::new(&settings.pipeline, publisher, indexer),
+        )
+    }
+}
+
+impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A> {
+    /// Metrics in the default namespace, the sensor's name as the function.
+    pub fn from_pipeline(pipeline: Pipeline<P, I, A>) -> Self {
+        let sensor = pipeline.sensor();
+        App {
+            pipeline,
+            metrics: MetricsWriter::new(Default::default(), sensor.name(), sensor),
+        }
+    }
+
+    /// The pipeline with the settings' metrics namespace and function name.
+    pub fn from_parts(settings: &IngestSettings, pipeline: Pipeline<P, I, A>) -> Self {
+        App {
+            pipeline,
+            metrics: MetricsWriter::new(
+                settings.metrics_namespace.clone(),
+                settings.function_name.as_str(),
+                settings.sensor(),
+            ),
+        }
+    }
+
+    /// Sends the EMF lines elsewhere than stdout (tests).
+    pub fn with_metrics_sink(mut self, sink: MetricsSink) -> Self {
+        self.metrics = self.metrics.with_sink(sink);
+        self
+    }
+
+    pub fn pipeline(&self) -> &Pipeline<P, I, A> {
+        &self.pipeline
+    }
+
+    /// The HTTP answer for any request; never fails, never panics.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let reply = self.observed(&request, self.reply(&request)).await;
+        reply.to_response()
+    }
+
+    /// What the runtime calls: like `handle`, but a direct invoke whose readings could
+    /// not be stored becomes a function error (its reply has no status code).
+    pub async fn invoke(&self, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+        let reply = self.observed(&request, self.reply(&request)).await;
+        let direct = matches!(
+            request.request_context_ref(),
+            Some(RequestContext::PassThrough)
+        );
+        if direct && reply.retry_after.is_some() {
+            return Err(Box::new(DownstreamFailure(format!(
+                "readings not stored, retry: {}",
+                reply.body
+            ))));
+        }
+        Ok(reply.to_response())
+    }
+
+    /// A request rejected before the handler saw it (the runtime's base64 guard), logged
+    /// and counted like any other.
+    pub async fn reject(&self, request: &Request, reply: Reply, error: &'static str) -> Reply {
+        let work = async {
+            tracing::info!(error, "request rejected");
+            (reply, Vec::new())
+        };
+        self.observed(request, work).await
+    }
+
+    /// Runs `work` inside the request span with the request's downstream counters, then
+    /// writes the summary line and the EMF metrics.
+    async fn observed(
+        &self,
+        request: &Request,
+        work: impl std::future::Future<Output = (Reply, Vec<Outcome>)>,
+    ) -> Reply {
+        let started = Instant::now();
+        let (request_id, api_request_id) = request_ids(request);
+        let xray_trace_id = request
+            .lambda_context_ref()
+            .and_then(|c| c.xray_trace_id.as_deref());
+        let span = request::request_span(
+            &request_id,
+            api_request_id.as_deref(),
+            xray_trace_id,
+            self.metrics.function(),
+            self.pipeline.sensor(),
+        );
+        let stats = Arc::new(DownstreamStats::default());
+        let (reply, outcomes) = DownstreamStats::scope(stats.clone(), work)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| {
+            request::finish(
+                &self.metrics,
+                &request_id,
+                reply.status,
+                RequestCounts::of(&outcomes),
+                &stats,
+                started,
+            )
+        });
+        reply
+    }
+
+    async fn reply(&self, request: &Request) -> (Reply, Vec<Outcome>) {
+        if request.method() != lambda_http::http::Method::POST {
+            let e = RequestError::MethodNotAllowed(request.method().to_string());
+            tracing::info!(error = e_kind(&e), "request rejected");
+            return (Reply::from_request_error(&e), Vec::new());
+        }
+        let payload = match parse_body(request.body().as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(sensor = %self.pipeline.sensor(), error = ?e_kind(&e), "request rejected");
+                return (Reply::from_request_error(&e), Vec::new());
+            }
+        };
+        let deadline = deadline_of(request);
+        match payload {
+            Payload::Single(value) => {
+                let reading = self.pipeline.validate(value);
+                match &reading {
+                    Ok(r) => request::record_reading(
+                        Some(r.group().as_str()),
+                        Some(DocId::of(r).as_str()),
+                    ),
+                    Err(e) => {
+                        tracing::info!(sensor = %self.pipeline.sensor(), field = e.field(), "invalid reading")
+                    }
+                }
+                let outcomes = self.pipeline.ingest(vec![reading], deadline).await;
+                let reply = match outcomes.first() {
+                    Some(outcome) => Reply::single(outcome),
+                    None => Reply::batch(&outcomes),
+                };
+                (reply, outcomes)
+            }
+            Payload::Batch(items) => {
+                let readings: Vec<_> = items
+                    .into_iter()
+                    .map(|v| self.pipeline.validate(v))
+                    .collect();
+                request::record_reading(common_group(&readings), None);
+                let outcomes = self.pipeline.ingest(readings, deadline).await;
+                (Reply::batch(&outcomes), outcomes)
+            }
+        }
+    }
+}
+
+/// The group of a batch whose valid readings all come from one box (the usual case).
+fn common_group(
+    readings: &[Result<sensor_model::Reading, sensor_model::ValidationError>],
+) -> Option<&str> {
+    let mut groups = readings.iter().flatten().map(|r| r.group().as_str());
+    let first = groups.next()?;
+    groups.all(|g| g == first).then_some(first)
+}
+
+/// Lambda's request id (from the invocation) and API Gateway's (from the event), when
+/// there are any; `-` stands for a missing Lambda id (direct calls in tests).
+fn request_ids(request: &Request) -> (String, Option<String>) {
+    let lambda = request
+        .lambda_context_ref()
+        .map(|c| c.request_id.clone())
+        .filter(|id| !id.is_empty());
+    let api = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(c)) => c.request_id.clone(),
+        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        _ => None,
+    };
+    (lambda.unwrap_or_else(|| "-".into()), api)
+}
+
+fn e_kind(e: &RequestError) -> &'static str {
+    match e {
+        RequestError::MethodNotAllowed(_) => "method_not_allowed",
+        RequestError::TooLarge(_) => "payload_too_large",
+        RequestError::Invalid(_) => "invalid_body",
+    }
+}
+
+/// The Lambda deadline minus a margin, or a default budget outside Lambda.
+fn deadline_of(request: &Request) -> Instant {
+    let now = Instant::now();
+    let Some(context) = request.lambda_context_ref() else {
+        return now + DEFAULT_BUDGET;
+    };
+    if context.deadline == 0 {
+        return now + DEFAULT_BUDGET;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    // AWS sends epoch milliseconds; `cargo lambda watch` sends its timeout as a relative
+    // budget (e.g. 600000). Anything before 2001 cannot be an epoch deadline.
+    let left = if context.deadline < EPOCH_MS_2001 {
+        u128::from(context.deadline)
+    } else {
+        u128::from(context.deadline).saturating_sub(now_ms)
+    };
+    // Lambda runs at most 15 minutes; a bogus far-future deadline must not overflow.
+    let left = Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)).min(MAX_BUDGET);
+    now + left.saturating_sub(DEADLINE_MARGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::Context;
+
+    fn request_with_deadline(deadline_ms: u64) -> Request {
+        let mut context = Context::default();
+        context.deadline = deadline_ms;
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .body(Body::Empty)
+            .map(|r| r.with_lambda_context(context))
+            .unwrap()
+    }
+
+    fn epoch_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    #[test]
+    fn deadline_comes_from_the_lambda_context_minus_a_margin() {
+        let before = Instant::now();
+        let deadline = deadline_of(&request_with_deadline(epoch_ms() + 3_000));
+        let budget = deadline - before;
+        assert!(budget <= Duration::from_millis(2_510), "{budget:?}");
+        assert!(budget >= Duration::from_millis(2_300), "{budget:?}");
+    }
+
+    #[test]
+    fn a_small_deadline_is_a_relative_budget_as_cargo_lambda_watch_sends_it() {
+        let before = Instant::now();
+        let budget = deadline_of(&request_with_deadline(600_000)) - before;
+        assert!(budget >= Duration::from_millis(599_000), "{budget:?}");
+        assert!(budget <= Duration::from_millis(600_000), "{budget:?}");
+    }
+
+    #[test]
+    fn missing_past_or_absurd_deadlines_are_safe() {
+        let now = Instant::now();
+        assert!(deadline_of(&request_with_deadline(0)) >= now + DEFAULT_BUDGET);
+        let past = epoch_ms() - 1_000;
+        assert!(deadline_of(&request_with_deadline(past)) <= Instant::now());
+        assert!(deadline_of(&request_with_deadline(u64::MAX)) <= Instant::now() + MAX_BUDGET);
+    }
+}

@@ -1,0 +1,140 @@
+//! The local certificate authority: a CA, the broker's server certificate and one device
+//! certificate per thing, as IoT Core hands them out (`rcgen`, ECDSA P-256, PEM files).
+//!
+//! Generated on first use under a directory (`target/dev/certs` for `cargo xtask dev`) and
+//! reused afterwards, so a box configured once keeps working across restarts of the stack.
+//! The CA key stays in that directory: it is a development CA that signs nothing else.
+
+use crate::thing_name::valid_thing_name;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The PEM files of one identity (a server or a device).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A CA on disk, able to issue server and device certificates.
+#[derive(Clone, Debug)]
+pub struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    /// Opens the CA under `dir`, creating the directory, the CA and the server certificate
+    /// (for `localhost` and `127.0.0.1`) if they are not there yet.
+    pub fn ensure(dir: &Path) -> Result<Certs, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let certs = Certs {
+            dir: dir.to_path_buf(),
+        };
+        if !certs.ca().exists() || !certs.dir.join("ca.key").exists() {
+            let key = KeyPair::generate().map_err(|e| format!("CA key: {e}"))?;
+            let cert = ca_params()
+                .self_signed(&key)
+                .map_err(|e| format!("CA certificate: {e}"))?;
+            write(&certs.dir.join("ca.key"), &key.serialize_pem())?;
+            write(&certs.ca(), &cert.pem())?;
+            // A new CA invalidates everything it signed before.
+            for entry in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+                let path = entry.map_err(|e| e.to_string())?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let issued = name.ends_with(".pem") || name.ends_with(".key");
+                if issued && !name.starts_with("ca.") {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let server = certs.identity("server");
+        if !server.cert.exists() || !server.key.exists() {
+            certs.issue(
+                "server",
+                vec!["localhost".into(), "127.0.0.1".into()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )?;
+        }
+        Ok(certs)
+    }
+
+    /// The CA certificate (what a box trusts, in place of `AmazonRootCA1.pem`).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The broker's certificate and key.
+    pub fn server(&self) -> Identity {
+        self.identity("server")
+    }
+
+    /// The certificate and key of `thing` (common name = thing name), issued if missing.
+    pub fn device(&self, thing: &str) -> Result<Identity, String> {
+        // The shadow service's rule for thing names; `server` and `ca` are taken here.
+        if !valid_thing_name(thing) || thing == "server" || thing == "ca" {
+            return Err(format!(
+                "thing name {thing:?}: use [a-zA-Z0-9:_-], as IoT Core does"
+            ));
+        }
+        let identity = self.identity(thing);
+        if identity.cert.exists() && identity.key.exists() {
+            return Ok(identity);
+        }
+        self.issue(thing, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn identity(&self, name: &str) -> Identity {
+        Identity {
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}.key")),
+        }
+    }
+
+    fn issue(
+        &self,
+        name: &str,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<Identity, String> {
+        let ca_key = read(&self.dir.join("ca.key"))?;
+        let ca_key = KeyPair::from_pem(&ca_key).map_err(|e| format!("CA key: {e}"))?;
+        // The issuer is the CA's subject and key; its parameters are fixed (`ca_params`),
+        // so they need not be parsed back from ca.pem.
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let key = KeyPair::generate().map_err(|e| format!("{name} key: {e}"))?;
+        let mut params =
+            CertificateParams::new(names).map_err(|e| format!("{name} certificate: {e}"))?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(|e| format!("{name} certificate: {e}"))?;
+        let identity = self.identity(name);
+        write(&identity.key, &key.serialize_pem())?;
+        write(&identity.cert, &cert.pem())?;
+        Ok(identity)
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "sensor-ingest local CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -1,0 +1,187 @@
+//! The bit of hyper plumbing the HTTP servers share.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A bound HTTP server; stops accepting (and closes idle connections) when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Binds `addr` and serves HTTP/1.1 with `handler` on the current runtime.
+pub async fn serve<H, F>(addr: SocketAddr, handler: H) -> io::Result<Server>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = HttpResponse> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown, mut stop) = watch::channel(false);
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stop.changed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        eprintln!("local-aws: accept on {addr}: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let handler = handler.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let response = handler(request, peer);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = stop.changed() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+            });
+        }
+    });
+    Ok(Server { addr, shutdown })
+}
+
+pub enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(BodyError::TooLarge)
+            } else {
+                Err(BodyError::Read(e.to_string()))
+            }
+        }
+    }
+}
+
+/// A JSON response; `extra` headers are added as given.
+pub fn json(status: u16, body: &serde_json::Value, extra: &[(&str, &str)]) -> HttpResponse {
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    for (name, value) in extra {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| {
+            let mut fallback = Response::new(Full::new(Bytes::from_static(b"{}")));
+            *fallback.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            fallback
+        })
+}
+
+/// Percent-decodes a URL component (`+` is kept: it is a literal in paths).
+pub fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Query string pairs, decoded (`+` means space in query strings).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                let s = s.replace('+', " ");
+                percent_decode(&s).unwrap_or(s)
+            };
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+/// A random request id shaped like AWS's (a UUID v4).
+pub fn request_id() -> String {
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        ((b >> 48) & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("pi%2F2").as_deref(), Some("pi/2"));
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(
+            query_pairs(Some("qos=1&x=a+b%21&flag")),
+            vec![
+                ("qos".into(), "1".into()),
+                ("x".into(), "a b!".into()),
+                ("flag".into(), "".into())
+            ]
+        );
+        assert_eq!(request_id().len(), 36);
+    }
+}
