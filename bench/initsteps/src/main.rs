@@ -22,7 +22,7 @@ const STEPS: [&str; 12] = [
     "tokio runtime",
     "init_tracing",
     "Config::from_env",
-    "load_sdk_config",
+    "sdk_config",
     "IotPublisher::new",
     "OpenSearchIndexer::new",
     "init total",
@@ -72,7 +72,7 @@ fn child() {
         laps.mark();
         let config = IngestSettings::from_env(Sensor::Gasdetector).expect("configuration");
         laps.mark();
-        let sdk_config = sensor_aws::load_sdk_config(&config.aws).await;
+        let sdk_config = sensor_aws::sdk_config(&config.aws);
         laps.mark();
         let publisher = IotPublisher::new(&sdk_config, config.iot_endpoint.as_str());
         laps.mark();

@@ -15,7 +15,7 @@ pub use self::opensearch::{
     OpenSearchActivity, OpenSearchAuth, OpenSearchIndexer, OpenSearchSearch, OpenSearchSettings,
     Url,
 };
-pub use self::sdk::{load_sdk_config, AwsAccess, StaticCredentials};
+pub use self::sdk::{sdk_config, AwsAccess, CredentialSource, StaticCredentials};
 pub use self::shadow::ShadowAlarmStore;
 
 /// Retryable HTTP statuses: throttling and server-side failures.

@@ -36,6 +36,9 @@ fn pipeline() -> Pipeline<NoPublisher, NoIndexer> {
         "AWS_ENDPOINT_URL_IOT_DATA_PLANE" => Some("http://127.0.0.1:1".into()),
         "OPENSEARCH_URL" => Some("http://127.0.0.1:2".into()),
         "OPENSEARCH_AUTH" => Some("none".into()),
+        "AWS_REGION" => Some("us-east-1".into()),
+        "AWS_ACCESS_KEY_ID" => Some("AKIDBENCH".into()),
+        "AWS_SECRET_ACCESS_KEY" => Some("bench".into()),
         _ => None,
     })
     .expect("config");

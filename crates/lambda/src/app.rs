@@ -9,7 +9,7 @@ use crate::settings::{IngestSettings, SettingsError};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use sensor_aws::opensearch::OpenSearchInitError;
-use sensor_aws::{load_sdk_config, IotPublisher, OpenSearchIndexer, ShadowAlarmStore};
+use sensor_aws::{sdk_config, IotPublisher, OpenSearchIndexer, ShadowAlarmStore};
 use sensor_core::downstream::DownstreamStats;
 use sensor_core::pipeline::Outcome;
 use sensor_core::pipeline::Pipeline;
@@ -64,7 +64,7 @@ impl App {
     }
 
     pub async fn from_settings(settings: IngestSettings) -> Result<App, InitError> {
-        let sdk_config = load_sdk_config(&settings.aws).await;
+        let sdk_config = sdk_config(&settings.aws);
         let publisher = IotPublisher::new(&sdk_config, settings.iot_endpoint.as_str());
         let indexer = OpenSearchIndexer::new(&settings.opensearch, &sdk_config)?;
         let alarms = ShadowAlarmStore::new(

@@ -6,7 +6,7 @@ use crate::app::InitError;
 use crate::settings::NoDataSettings;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
 use lambda_http::Error;
-use sensor_aws::{load_sdk_config, IotPublisher, OpenSearchActivity, ShadowAlarmStore};
+use sensor_aws::{sdk_config, IotPublisher, OpenSearchActivity, ShadowAlarmStore};
 use sensor_core::no_data::{Activity, NoDataCheck};
 use sensor_core::ports::{AlarmStore, Publisher};
 use sensor_core::retry::RetryPolicy;
@@ -26,7 +26,7 @@ pub async fn from_lookup(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<NoDataFunction, InitError> {
     let settings = NoDataSettings::from_lookup(lookup)?;
-    let sdk_config = load_sdk_config(&settings.aws).await;
+    let sdk_config = sdk_config(&settings.aws);
     let publisher = IotPublisher::new(&sdk_config, settings.iot_endpoint.as_str());
     let store = ShadowAlarmStore::new(
         publisher.client().clone(),

@@ -23,8 +23,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::lambda_runtime::Runtime;
 use lambda_http::request::RequestContext;
 use lambda_http::{service_fn, Adapter, Body, Error, Request, RequestExt, Response};
-use sensor_aws::load_sdk_config;
 use sensor_aws::opensearch::OpenSearchSearch;
+use sensor_aws::sdk_config;
 use sensor_core::ports::Search;
 use sensor_core::query::{Answer, Body as AnswerBody, Indices, QueryApi};
 use tokio::time::Instant;
@@ -52,7 +52,7 @@ impl QueryFunction {
         page: &'static str,
     ) -> Result<QueryFunction, InitError> {
         let settings = QuerySettings::from_lookup(lookup)?;
-        let sdk_config = load_sdk_config(&settings.aws).await;
+        let sdk_config = sdk_config(&settings.aws);
         let search = OpenSearchSearch::new(&settings.opensearch, &sdk_config)?;
         Ok(QueryHandler::new(
             QueryApi::new(search, Indices::new(settings.indices), settings.rules, page),

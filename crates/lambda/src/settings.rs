@@ -10,7 +10,9 @@
 
 use crate::observability::emf::MetricsNamespace;
 use chrono_tz::Tz;
-use sensor_aws::{AwsAccess, OpenSearchAuth, OpenSearchSettings, StaticCredentials, Url};
+use sensor_aws::{
+    AwsAccess, CredentialSource, OpenSearchAuth, OpenSearchSettings, StaticCredentials, Url,
+};
 use sensor_core::no_data::NoDataLimits;
 use sensor_core::pipeline::PipelineSettings;
 use sensor_model::alarms::settings::{self, AlarmMode, ThingTemplate};
@@ -98,24 +100,61 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         )
     }
 
-    fn aws(&self) -> AwsAccess {
-        let static_credentials = match (
+    /// The region and credentials Lambda puts in every function's environment; off Lambda,
+    /// the same variables, or the container credentials endpoint for the credentials.
+    fn aws(&self) -> Result<AwsAccess, SettingsError> {
+        let region = self
+            .get("AWS_REGION")
+            .or_else(|| self.get("AWS_DEFAULT_REGION"))
+            .map(|r| r.trim().to_string())
+            .ok_or_else(|| {
+                error(
+                    "AWS_REGION",
+                    "is required (Lambda sets it; elsewhere set it or AWS_DEFAULT_REGION)".into(),
+                )
+            })?;
+        let credentials = match (
             self.get("AWS_ACCESS_KEY_ID"),
             self.get("AWS_SECRET_ACCESS_KEY"),
         ) {
-            (Some(access_key_id), Some(secret_access_key)) => Some(StaticCredentials {
-                access_key_id,
-                secret_access_key,
-                session_token: self.get("AWS_SESSION_TOKEN"),
-            }),
-            _ => None,
+            (Some(access_key_id), Some(secret_access_key)) => {
+                CredentialSource::Static(StaticCredentials {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: self.get("AWS_SESSION_TOKEN"),
+                })
+            }
+            (Some(_), None) => {
+                return Err(error(
+                    "AWS_SECRET_ACCESS_KEY",
+                    "is required when AWS_ACCESS_KEY_ID is set".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(error(
+                    "AWS_ACCESS_KEY_ID",
+                    "is required when AWS_SECRET_ACCESS_KEY is set".into(),
+                ))
+            }
+            (None, None)
+                if self.get("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
+                    || self.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some() =>
+            {
+                CredentialSource::Container
+            }
+            (None, None) => {
+                return Err(error(
+                    "AWS_ACCESS_KEY_ID",
+                    "is required (Lambda sets it and AWS_SECRET_ACCESS_KEY from the execution \
+                     role; elsewhere set both, or AWS_CONTAINER_CREDENTIALS_FULL_URI)"
+                        .into(),
+                ))
+            }
         };
-        AwsAccess {
-            region: self
-                .get("AWS_REGION")
-                .or_else(|| self.get("AWS_DEFAULT_REGION")),
-            static_credentials,
-        }
+        Ok(AwsAccess {
+            region,
+            credentials,
+        })
     }
 
     fn rules(&self) -> Result<Rules, SettingsError> {
@@ -251,7 +290,7 @@ impl IngestSettings {
             },
             iot_endpoint,
             opensearch,
-            aws: env.aws(),
+            aws: env.aws()?,
             alarm_state,
             metrics_namespace,
             function_name: env.function_name(sensor.name()),
@@ -294,7 +333,7 @@ impl QuerySettings {
         let env = Env { lookup };
         Ok(QuerySettings {
             opensearch: env.opensearch()?,
-            aws: env.aws(),
+            aws: env.aws()?,
             rules: env.rules()?,
             indices: env.indices("QUERY_INDICES")?,
             cors_origin: parse_cors_origin(env.get("CORS_ORIGIN").as_deref())
@@ -357,7 +396,7 @@ impl NoDataSettings {
             topic: env.topic()?,
             alarm_state: env.alarm_state()?,
             opensearch: env.opensearch()?,
-            aws: env.aws(),
+            aws: env.aws()?,
         })
     }
 }
@@ -447,6 +486,11 @@ mod tests {
                 "OPENSEARCH_URL".into(),
                 "https://search-x.eu-west-1.es.amazonaws.com".into(),
             ),
+            // What Lambda sets in every function's environment.
+            ("AWS_REGION".into(), "eu-west-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "ASIAROLE".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "role-secret".into()),
+            ("AWS_SESSION_TOKEN".into(), "role-token".into()),
         ]);
         for (k, v) in pairs {
             env.insert(k.to_string(), v.to_string());
@@ -464,7 +508,12 @@ mod tests {
         assert_eq!(c.pipeline.rules, Rules::default());
         assert_eq!(c.pipeline.topic, TopicTemplate::default());
         assert_eq!(c.pipeline.index, IndexName::parse("gasdetect").unwrap());
-        assert!(c.aws.static_credentials.is_none());
+        assert_eq!(c.aws.region, "eu-west-1");
+        assert!(matches!(
+            &c.aws.credentials,
+            CredentialSource::Static(k) if k.access_key_id == "ASIAROLE"
+                && k.session_token.as_deref() == Some("role-token")
+        ));
         assert_eq!(c.metrics_namespace, MetricsNamespace::default());
         assert_eq!(c.function_name, "gasdetector");
         assert_eq!(c.pipeline.alarm_mode, AlarmMode::Transitions);
@@ -562,7 +611,12 @@ mod tests {
     /// no IoT endpoint and no sensor, the no-data function with no sensor.
     #[test]
     fn each_function_needs_only_its_own_variables() {
-        let env: HashMap<&str, &str> = HashMap::from([("OPENSEARCH_URL", "http://127.0.0.1:9200")]);
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDLOCAL"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+        ]);
         let lookup = |k: &str| env.get(k).map(|v| v.to_string());
         let query = QuerySettings::from_lookup(lookup).expect("no IoT endpoint needed");
         assert_eq!(query.function_name, "query");
@@ -593,5 +647,43 @@ mod tests {
                 .to_string();
             assert!(e.contains(key), "{key}={value}: {e}");
         }
+    }
+
+    /// The region and credentials Lambda sets are required, so a function started without
+    /// them fails at init naming the variable, not at its first AWS call.
+    #[test]
+    fn aws_access_comes_from_the_environment_or_fails_init() {
+        let access = |pairs: &[(&str, &str)]| {
+            let env: HashMap<&str, &str> = pairs.iter().copied().collect();
+            QuerySettings::from_lookup(|k: &str| {
+                (k == "OPENSEARCH_URL")
+                    .then(|| "http://127.0.0.1:9200".to_string())
+                    .or_else(|| env.get(k).map(|v| v.to_string()))
+            })
+            .map(|s| s.aws)
+            .map_err(|e| e.to_string())
+        };
+        let keys = [
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ];
+        let e = access(&keys).unwrap_err();
+        assert!(e.contains("AWS_REGION"), "{e}");
+        let a = access(&[keys[0], keys[1], ("AWS_DEFAULT_REGION", "ap-northeast-2")]).unwrap();
+        assert_eq!(a.region, "ap-northeast-2");
+        assert!(matches!(&a.credentials, CredentialSource::Static(k) if k.session_token.is_none()));
+        let region = ("AWS_REGION", "eu-west-1");
+        let e = access(&[region, keys[0]]).unwrap_err();
+        assert!(e.contains("AWS_SECRET_ACCESS_KEY"), "{e}");
+        let e = access(&[region, keys[1]]).unwrap_err();
+        assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+        let e = access(&[region]).unwrap_err();
+        assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+        let container = (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://127.0.0.1:1338/credentials",
+        );
+        let a = access(&[region, container]).unwrap();
+        assert!(matches!(a.credentials, CredentialSource::Container));
     }
 }

@@ -253,6 +253,9 @@ pub fn config_with(sensor: Sensor, extra: &[(&str, &str)]) -> IngestSettings {
         ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", "http://127.0.0.1:1"),
         ("OPENSEARCH_URL", "http://127.0.0.1:2"),
         ("OPENSEARCH_AUTH", "none"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
     ]);
     env.extend(extra.iter().copied());
     IngestSettings::from_lookup(sensor, |k| env.get(k).map(|v| v.to_string())).unwrap()
