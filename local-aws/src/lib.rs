@@ -14,6 +14,7 @@
 //! 1. the rest of the base: `aws_error` (AWS's JSON error responses), `thing_name` (IoT
 //!    Core's thing and shadow names), `invoke` (the Lambda invoke API client),
 //!    [`mqtt_publisher`] (the in-process client that publishes into the broker),
+//!    [`mqtt_subscriber`] (a client that waits on what the broker routes to a filter),
 //!    [`apigw_event`] (API Gateway's REST proxy event and response mapping), [`openapi`]
 //!    (the contract), [`fault`] (the fault-injecting proxy);
 //! 2. [`certs`] (the local CA) and [`shadow`] (the Device Shadow API);
@@ -34,6 +35,7 @@ mod invoke;
 pub mod iot;
 pub mod iot_rules;
 pub mod mqtt_publisher;
+pub mod mqtt_subscriber;
 pub mod openapi;
 pub mod shadow;
 mod thing_name;
@@ -44,6 +46,7 @@ pub use gateway::{Gateway, GatewayConfig};
 pub use iot::IotEndpoint;
 pub use iot_rules::{IotRules, IotRulesConfig};
 pub use mqtt_publisher::MqttPublisher;
+pub use mqtt_subscriber::MqttSubscriber;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,12 +142,13 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     /// Every module, its layer (the crate doc's list) and its source.
-    const MODULES: [(&str, u8, &str); 14] = [
+    const MODULES: [(&str, u8, &str); 15] = [
         ("http", 0, include_str!("http.rs")),
         ("aws_error", 1, include_str!("aws_error.rs")),
         ("thing_name", 1, include_str!("thing_name.rs")),
         ("invoke", 1, include_str!("invoke.rs")),
         ("mqtt_publisher", 1, include_str!("mqtt_publisher.rs")),
+        ("mqtt_subscriber", 1, include_str!("mqtt_subscriber.rs")),
         ("apigw_event", 1, include_str!("apigw_event.rs")),
         ("openapi", 1, include_str!("openapi.rs")),
         ("fault", 1, include_str!("fault.rs")),

@@ -12,14 +12,14 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use lambda_http::RequestExt;
-use local_aws::{Broker, Gateway, GatewayConfig, IotEndpoint};
+use local_aws::{Broker, Gateway, GatewayConfig, IotEndpoint, MqttSubscriber};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -28,51 +28,19 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// A rumqttc client subscribed to `filter` (the SUBACK has arrived when this returns).
-struct Subscriber {
-    _client: AsyncClient,
-    messages: mpsc::UnboundedReceiver<rumqttc::Publish>,
-}
+/// The local broker's subscriber, with this file's deadline and failures as panics.
+struct Subscriber(MqttSubscriber);
 
 impl Subscriber {
     async fn connect(broker: SocketAddr, filter: &str) -> Subscriber {
-        let id = format!("sub-{}", fastrand::u32(..));
-        let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
-        options.set_keep_alive(Duration::from_secs(5));
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
-        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        let (tx, messages) = mpsc::unbounded_channel();
-        let (ready_tx, ready) = oneshot::channel();
-        tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            while let Ok(event) = eventloop.poll().await {
-                match event {
-                    Event::Incoming(Packet::SubAck(ack)) => {
-                        if let Some(ready) = ready_tx.take() {
-                            let _ = ready.send(ack);
-                        }
-                    }
-                    Event::Incoming(Packet::Publish(publish)) => {
-                        let _ = tx.send(publish);
-                    }
-                    _ => {}
-                }
-            }
-        });
-        let ack = timeout(WAIT, ready).await.expect("no SUBACK").unwrap();
-        assert_eq!(ack.return_codes.len(), 1);
-        Subscriber {
-            _client: client,
-            messages,
-        }
+        Subscriber(MqttSubscriber::connect(broker, filter, WAIT).await.unwrap())
     }
 
     async fn next(&mut self) -> rumqttc::Publish {
-        timeout(WAIT, self.messages.recv())
+        self.0
+            .next(WAIT)
             .await
             .expect("no message within the deadline")
-            .expect("subscriber closed")
     }
 
     /// Nothing else arrives: proven by a marker published after `what` arriving first.

@@ -8,8 +8,8 @@
 //! document becoming searchable. A tool that cannot be installed fails the test with a
 //! message saying so.
 
-use local_aws::{Broker, IotEndpoint};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use local_aws::{Broker, IotEndpoint, MqttSubscriber};
+use rumqttc::QoS;
 use sensor_core::ports::{AlarmStore, Indexer, Publisher};
 use sensor_lambda::{App, IngestSettings};
 use sensor_model::Sensor;
@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::timeout;
 
 /// Deadline for any single awaited event.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -338,57 +336,26 @@ impl OpenSearch {
     }
 }
 
-/// A rumqttc client subscribed to a filter (SUBACK received before this returns).
-pub struct Subscriber {
-    _client: AsyncClient,
-    messages: mpsc::UnboundedReceiver<rumqttc::Publish>,
-}
+/// The local broker's subscriber ([`MqttSubscriber`]), with the tests' deadline and
+/// JSON payloads.
+pub struct Subscriber(MqttSubscriber);
 
 impl Subscriber {
     pub async fn connect(broker: SocketAddr, filter: &str) -> Subscriber {
-        let id = format!("it-sub-{}", fastrand::u32(..));
-        let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
-        client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        let (tx, messages) = mpsc::unbounded_channel();
-        let (ready_tx, ready) = oneshot::channel();
-        tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            while let Ok(event) = eventloop.poll().await {
-                match event {
-                    Event::Incoming(Packet::SubAck(_)) => {
-                        if let Some(ready) = ready_tx.take() {
-                            let _ = ready.send(());
-                        }
-                    }
-                    Event::Incoming(Packet::Publish(publish)) => {
-                        let _ = tx.send(publish);
-                    }
-                    _ => {}
-                }
-            }
-        });
-        timeout(WAIT, ready)
-            .await
-            .expect("no SUBACK from the broker")
-            .expect("subscriber task ended");
-        Subscriber {
-            _client: client,
-            messages,
-        }
+        Subscriber(
+            MqttSubscriber::connect(broker, filter, WAIT)
+                .await
+                .expect("subscription"),
+        )
     }
 
     /// The next message, as (topic, JSON payload, QoS).
     pub async fn next(&mut self) -> (String, Value, QoS) {
-        let publish = timeout(WAIT, self.messages.recv())
+        let publish = self
+            .0
+            .next(WAIT)
             .await
-            .expect("no MQTT message within the deadline")
-            .expect("subscriber closed");
+            .expect("no MQTT message within the deadline");
         let payload = serde_json::from_slice(&publish.payload).unwrap_or_else(|_| {
             Value::String(String::from_utf8_lossy(&publish.payload).into_owned())
         });
