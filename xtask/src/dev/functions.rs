@@ -42,8 +42,8 @@ fn env(ports: &Ports, opensearch_url: &str) -> Vec<(String, String)> {
             std::env::var("OPENSEARCH_AUTH").unwrap_or_else(|_| "none".into()),
         ),
         ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "AKIDLOCALSTACK".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "localstack-secret".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "AKIDLOCALAWS".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "local-aws-secret".into()),
     ];
     for name in PASS_THROUGH {
         if let Ok(value) = std::env::var(name) {
