@@ -28,6 +28,36 @@ def resources(t, kind):
     return {k: v for k, v in t["Resources"].items() if v["Type"] == kind}
 
 
+def environment(t, function):
+    """A function's environment as Lambda sees it: the Globals' variables, then its own."""
+    glob = t["Globals"]["Function"].get("Environment", {}).get("Variables", {})
+    own = t["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+    return {**glob, **own}
+
+
+# What the template gives each kind of function. Each is read by that kind's settings type
+# in crates/lambda/src/settings.rs (Lambda itself sets AWS_REGION and the credentials), so a
+# function never sees a variable it does not use: the query function no IoT endpoint, the
+# no-data check no sensor.
+OPENSEARCH = {"OPENSEARCH_URL", "OPENSEARCH_AUTH", "OPENSEARCH_SERVICE", "RUST_LOG"}
+INGEST_VARIABLES = OPENSEARCH | {
+    "INDEX", "AWS_ENDPOINT_URL_IOT_DATA_PLANE", "TOPIC_TEMPLATE", "RULES", "ACK_MESSAGES",
+    "DEVICE_TIMEZONE", "METRICS_NAMESPACE", "ALARM_MODE", "ALARM_THING_TEMPLATE", "ALARM_SHADOW",
+}
+QUERY_VARIABLES = OPENSEARCH | {"QUERY_INDICES", "RULES", "CORS_ORIGIN", "VIEWER_KEY_IDS"}
+NO_DATA_VARIABLES = OPENSEARCH | {
+    "NO_DATA_AFTER", "AWS_ENDPOINT_URL_IOT_DATA_PLANE", "TOPIC_TEMPLATE", "ALARM_THING_TEMPLATE",
+    "ALARM_SHADOW",
+}
+
+
+def test_each_function_gets_only_the_variables_its_settings_read(t):
+    for name in SENSORS:
+        assert set(environment(t, f"{name}Function")) == INGEST_VARIABLES, name
+    assert set(environment(t, "QueryFunction")) == QUERY_VARIABLES
+    assert set(environment(t, "NodataFunction")) == NO_DATA_VARIABLES
+
+
 def alarms_on(t, metric):
     return [a for a in resources(t, "AWS::CloudWatch::Alarm").values() if a["Properties"].get("MetricName") == metric]
 
@@ -37,8 +67,10 @@ def test_functions_log_json_with_the_level_parameter_and_metrics_namespace(t):
         logging = t["Resources"][f"{name}Function"]["Properties"]["LoggingConfig"]
         assert logging["LogFormat"] == "JSON", logging
         assert logging["ApplicationLogLevel"] == {"Ref": "LogLevel"}
+    for name in SENSORS:
+        env = environment(t, f"{name}Function")
+        assert env["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}, name
     glob = t["Globals"]["Function"]
-    assert glob["Environment"]["Variables"]["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
     assert glob["Tracing"] == {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}
 
 

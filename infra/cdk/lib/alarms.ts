@@ -31,9 +31,9 @@ export interface AlarmsProps {
   readonly memorySize: number;
 }
 
-/** The environment every function needs for alarm state. */
-export function alarmEnvironment(alarmMode: 'transitions' | 'every', thingPrefix: string): Record<string, string> {
-  return { ALARM_MODE: alarmMode, ALARM_THING_TEMPLATE: `${thingPrefix}{groupid}`, ALARM_SHADOW: ALARM_SHADOW };
+/** Where a group's alarm state lives: read by the ingest functions and the no-data check. */
+export function alarmEnvironment(thingPrefix: string): Record<string, string> {
+  return { ALARM_THING_TEMPLATE: `${thingPrefix}{groupid}`, ALARM_SHADOW: ALARM_SHADOW };
 }
 
 /** `iot:GetThingShadow` / `iot:UpdateThingShadow` on the alarm shadows only. */

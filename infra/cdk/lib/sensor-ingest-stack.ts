@@ -261,7 +261,7 @@ export class SensorIngestStack extends Stack {
       OPENSEARCH_SERVICE: openSearchService,
       TOPIC_TEMPLATE: `${topicPrefix}/{groupid}`,
       RUST_LOG: props.rustLog ?? 'info',
-      ...alarmEnvironment(props.alarmMode ?? 'transitions', alarmThingPrefix),
+      ...alarmEnvironment(alarmThingPrefix),
     };
     const publishStatement = new iam.PolicyStatement({
       sid: 'PublishWarnings', actions: ['iot:Publish'], resources: [iotArn('topic', `${topicPrefix}/*`)],
@@ -277,6 +277,7 @@ export class SensorIngestStack extends Stack {
         ACK_MESSAGES: props.ackMessages ? 'true' : 'false',
         DEVICE_TIMEZONE: props.deviceTimezone ?? 'UTC',
         METRICS_NAMESPACE: metricsNamespace,
+        ALARM_MODE: props.alarmMode ?? 'transitions',
       };
       if (props.rules) environment.RULES = props.rules;
       const fn = new RustFunction(this, `${sensor.id}Function`, {
@@ -313,7 +314,7 @@ export class SensorIngestStack extends Stack {
 
     // ------------------------------------------------------------ the read API and the page
     // Its own role (RustFunction makes one), read-only: search on the sensors' indices. It
-    // calls no IoT API; the shared settings keep its configuration parsing the same.
+    // calls no IoT API, so its environment names no IoT endpoint, topic or alarm state.
     const queryEnvironment: Record<string, string> = {
       OPENSEARCH_URL: openSearchUrl,
       OPENSEARCH_AUTH: 'sigv4',

@@ -210,7 +210,13 @@ describe('default stack', () => {
     const [id, fn] = Object.entries(template.findResources('AWS::Lambda::Function', {
       Properties: { Description: 'scheduled no-data check (every minute)' },
     }))[0];
-    assert.equal(fn.Properties.Environment.Variables.NO_DATA_AFTER, '900');
+    const env = fn.Properties.Environment.Variables;
+    assert.equal(env.NO_DATA_AFTER, '900');
+    // Only what NoDataSettings reads: no sensor, index, rules, or ingest-only switches.
+    for (const unused of ['INDEX', 'RULES', 'ALARM_MODE', 'ACK_MESSAGES', 'DEVICE_TIMEZONE', 'QUERY_INDICES']) {
+      assert.equal(env[unused], undefined, `the no-data function does not read ${unused}`);
+    }
+    assert.ok(env.AWS_ENDPOINT_URL_IOT_DATA_PLANE && env.TOPIC_TEMPLATE && env.ALARM_THING_TEMPLATE);
     const rule = Object.values(template.findResources('AWS::Events::Rule'))[0];
     assert.equal(rule.Properties.ScheduleExpression, 'rate(1 minute)');
     assert.equal(render(rule.Properties.Targets[0].Arn), `\${${id}.Arn}`);
