@@ -67,9 +67,7 @@ def test_functions_log_json_with_the_level_parameter_and_metrics_namespace(t):
         logging = t["Resources"][f"{name}Function"]["Properties"]["LoggingConfig"]
         assert logging["LogFormat"] == "JSON", logging
         assert logging["ApplicationLogLevel"] == {"Ref": "LogLevel"}
-    for name in SENSORS:
-        env = environment(t, f"{name}Function")
-        assert env["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}, name
+        assert environment(t, f"{name}Function")["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}, name
     glob = t["Globals"]["Function"]
     assert glob["Tracing"] == {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}
 
