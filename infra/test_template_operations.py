@@ -1,8 +1,11 @@
 """Assertions on the operations part of infra/template.yaml (SAM), the counterpart of
 infra/cdk/test/operations.test.ts: JSON logs, access logs and stage metrics, the alarms'
-metrics and thresholds (all to the SNS topic), the dashboard, the options; and the read
+metrics and thresholds (all to the SNS topic), the dashboard, the options; the read
 API's function (read-only role, its routes, the viewer key, CORS off by default), the
-counterpart of the query assertions in infra/cdk/test/stack.test.ts.
+counterpart of the query assertions in infra/cdk/test/stack.test.ts; and each box's
+identity (issue 21: the per-box SigV4 routes in api/openapi.yaml, LegacyKeyRoutes, the
+registry lookup, the credentials provider's role and alias, the data rules' SQL), the
+counterpart of the identity assertions in infra/cdk/test/stack.test.ts.
 
 Run by `cargo xtask infra-check` with the venv's python (cfn-lint's YAML decoder reads the
 short-form intrinsics). Prints `N passed, M failed`; exits non-zero on any failure.
@@ -12,9 +15,11 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
 from cfnlint.decode import decode
 
 TEMPLATE = Path(__file__).with_name("template.yaml")
+CONTRACT = Path(__file__).parent.parent / "api" / "openapi.yaml"
 SENSORS = {"Gasdetector": "gasdetector", "Dust": "dust", "Temp": "temp"}
 
 
@@ -43,6 +48,7 @@ OPENSEARCH = {"OPENSEARCH_URL", "OPENSEARCH_AUTH", "OPENSEARCH_SERVICE", "RUST_L
 INGEST_VARIABLES = OPENSEARCH | {
     "INDEX", "AWS_ENDPOINT_URL_IOT_DATA_PLANE", "TOPIC_TEMPLATE", "RULES", "ACK_MESSAGES",
     "DEVICE_TIMEZONE", "METRICS_NAMESPACE", "ALARM_MODE", "ALARM_THING_TEMPLATE", "ALARM_SHADOW",
+    "LEGACY_KEY_ROUTES",
 }
 QUERY_VARIABLES = OPENSEARCH | {"QUERY_INDICES", "RULES", "CORS_ORIGIN", "VIEWER_KEY_IDS"}
 NO_DATA_VARIABLES = OPENSEARCH | {
@@ -211,6 +217,138 @@ def test_viewers_have_their_own_usage_plan_and_key(t):
     assert link == {"KeyId": {"Ref": "ViewerApiKey"}, "KeyType": "API_KEY", "UsagePlanId": {"Ref": "ViewerUsagePlan"}}
     assert t["Outputs"]["ViewerApiKeyId"]["Value"] == {"Ref": "ViewerApiKey"}
     assert "PageUrl" in t["Outputs"]
+
+
+# ---------------------------------------------------------------- identity: one per box (issue 21)
+def arn(kind_and_path):
+    return f"arn:${{AWS::Partition}}:{kind_and_path}"
+
+
+def statements(t, function):
+    """The function's inline policy statements (SAM `Policies`), `!If` variants flattened."""
+    out = []
+    for policy in t["Resources"][function]["Properties"]["Policies"]:
+        for s in policy["Statement"]:
+            out.extend(s["Fn::If"][1:] if "Fn::If" in s else [s])
+    return out
+
+
+def test_per_box_routes_are_sigv4_only_and_legacy_routes_keep_the_key(t):
+    contract = yaml.safe_load(CONTRACT.read_text())
+    assert contract["components"]["securitySchemes"]["sigv4"] == {
+        "type": "apiKey", "name": "Authorization", "in": "header",
+        "x-amazon-apigateway-authtype": "awsSigv4",
+        "description": contract["components"]["securitySchemes"]["sigv4"]["description"],
+    }
+    assert contract["security"] == [{"api_key": []}]
+    thing = contract["components"]["parameters"]["Thing"]
+    assert (thing["name"], thing["in"], thing["required"]) == ("thing", "path", True)
+    assert thing["schema"] == {"type": "string", "pattern": "^[a-zA-Z0-9:_-]+$", "minLength": 1, "maxLength": 128}
+    forbidden = {"$ref": "#/components/responses/ReadingForbidden"}
+    for name, sensor in SENSORS.items():
+        legacy = contract["paths"][f"/{sensor}"]
+        item = contract["paths"][f"/things/{{thing}}/{sensor}"]
+        assert "security" not in legacy["post"], sensor  # the document's: api_key
+        assert "LegacyKeyRoutes" in legacy["post"]["description"], sensor
+        assert set(item) == {"post", "x-amazon-apigateway-any-method"}, sensor  # no OPTIONS, as /<sensor>
+        for operation in item.values():
+            assert operation["security"] == [{"sigv4": []}], sensor  # no api_key
+            assert operation["parameters"] == [{"$ref": "#/components/parameters/Thing"}], sensor
+            assert operation["x-amazon-apigateway-integration"]["uri"] == {
+                "Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/"
+                           f"functions/${{{name}Function.Arn}}/invocations"}, sensor
+        # Same body, answers and function as the legacy route; 403 from the function too.
+        assert item["post"]["requestBody"] == legacy["post"]["requestBody"], sensor
+        assert item["post"]["responses"] == legacy["post"]["responses"], sensor
+        assert item["post"]["responses"]["403"] == forbidden, sensor
+    refusal = contract["components"]["schemas"]["ForbiddenReading"]
+    assert refusal["required"] == ["error", "field", "message"]
+    assert refusal["properties"]["error"] == {"type": "string", "enum": ["forbidden"]}
+    batch_item = contract["components"]["schemas"]["BatchItemForbidden"]
+    assert batch_item["required"] == ["index", "status", "error", "field", "message"]
+    assert batch_item["properties"]["status"] == {"type": "string", "enum": ["forbidden"]}
+    assert batch_item["properties"]["error"] == {"type": "string", "enum": ["forbidden"]}
+    batch = contract["components"]["schemas"]["BatchAnswer"]
+    assert "forbidden" in batch["required"] and batch["properties"]["forbidden"]["minimum"] == 0
+    assert {"$ref": "#/components/schemas/BatchItemForbidden"} in contract["components"]["schemas"]["BatchItem"]["oneOf"]
+    # The invoke permission covers the per-box routes (SAM makes it .../*/things/*/<sensor>).
+    for name, sensor in SENSORS.items():
+        paths = sorted(e["Properties"]["Path"] for e in t["Resources"][f"{name}Function"]["Properties"]["Events"].values())
+        assert paths == sorted([f"/{sensor}", f"/things/{{thing}}/{sensor}"]), paths
+
+
+def test_legacy_key_routes_default_off_and_reach_exactly_the_ingest_functions(t):
+    parameter = t["Parameters"]["LegacyKeyRoutes"]
+    assert parameter["Default"] == "false"
+    assert parameter["AllowedValues"] == ["true", "false"]
+    assert "Weaker" in parameter["Description"]
+    for name in SENSORS:
+        assert environment(t, f"{name}Function")["LEGACY_KEY_ROUTES"] == {"Ref": "LegacyKeyRoutes"}, name
+    for name in ["QueryFunction", "NodataFunction"]:
+        assert "LEGACY_KEY_ROUTES" not in environment(t, name), name
+
+
+def test_only_the_ingest_functions_read_the_registry_and_only_things(t):
+    describe = {"Sid": "ResolveThingGroup", "Effect": "Allow", "Action": "iot:DescribeThing",
+                "Resource": {"Fn::Sub": "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:thing/*"}}
+    for name in SENSORS:
+        found = [s for s in statements(t, f"{name}Function") if "iot:DescribeThing" in json.dumps(s["Action"])]
+        assert found == [describe], (name, found)
+    for name in ["QueryFunction", "NodataFunction"]:
+        actions = json.dumps([s["Action"] for s in statements(t, name)])
+        assert "DescribeThing" not in actions and "iot:List" not in actions, (name, actions)
+
+
+def test_the_box_https_role_may_invoke_only_its_own_thing_routes(t):
+    role = t["Resources"]["SensorBoxHttpsRole"]["Properties"]
+    assert role["MaxSessionDuration"] == 3600
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "credentials.iot.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+    [policy] = role["Policies"]
+    assert policy["PolicyDocument"]["Statement"] == [{
+        "Effect": "Allow",
+        "Action": "execute-api:Invoke",
+        # ${!...}: !Sub leaves ${credentials-iot:ThingName} for IAM to resolve per session.
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+                                "${RestApi}/${StageName}/POST/things/${!credentials-iot:ThingName}/*"},
+    }]
+    assert set(role) == {"Description", "MaxSessionDuration", "AssumeRolePolicyDocument", "Policies"}
+    alias = t["Resources"]["SensorBoxHttpsRoleAlias"]
+    assert alias["Type"] == "AWS::IoT::RoleAlias"
+    assert alias["Properties"] == {
+        "RoleAlias": {"Fn::Sub": "${AWS::StackName}-sensor-box"},
+        "RoleArn": {"Fn::GetAtt": ["SensorBoxHttpsRole", "Arn"]},
+        "CredentialDurationSeconds": 3600,
+    }
+    assert t["Outputs"]["SensorBoxRoleAlias"]["Value"] == {"Ref": "SensorBoxHttpsRoleAlias"}
+    endpoint = t["Outputs"]["IotCredentialsEndpoint"]
+    assert endpoint["Value"] == {"Fn::GetAtt": ["IotCredentialsEndpointLookup", "Url"]}
+    assert endpoint["Condition"] == "LookUpIotEndpoint"
+    assert "--endpoint-type iot:CredentialProvider" in endpoint["Description"]
+    lookup = t["Resources"]["IotCredentialsEndpointLookup"]["Properties"]
+    assert lookup == {"ServiceToken": {"Fn::GetAtt": ["IotEndpointLookupFunction", "Arn"]},
+                      "EndpointType": "iot:CredentialProvider"}
+    code = t["Resources"]["IotEndpointLookupFunction"]["Properties"]["Code"]["ZipFile"]
+    assert 'describe_endpoint(endpointType=endpoint_type)' in code
+
+
+def test_the_box_policy_may_assume_the_role_through_the_alias_only(t):
+    policy = t["Resources"]["SensorBoxPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assume = [s for s in policy if "AssumeRole" in json.dumps(s["Action"])]
+    assert assume == [{"Effect": "Allow", "Action": "iot:AssumeRoleWithCertificate",
+                       "Resource": {"Fn::GetAtt": ["SensorBoxHttpsRoleAlias", "RoleAliasArn"]}}], assume
+    # No box group id in the HTTPS identity: the function checks the group in the registry.
+    identity = json.dumps([t["Resources"]["SensorBoxHttpsRole"], t["Resources"]["SensorBoxHttpsRoleAlias"]])
+    assert "groupid" not in identity.lower(), identity
+
+
+def test_data_rules_hand_the_function_the_thing_and_the_raw_payload(t):
+    for name, sensor in SENSORS.items():
+        rule = t["Resources"][f"{name}DataRule"]["Properties"]["TopicRulePayload"]
+        assert rule["Sql"] == {"Fn::Sub": "SELECT topic(2) AS thing, encode(*, 'base64') AS payload "
+                                          f"FROM '${{DeviceTopicRoot}}/+/data/{sensor}'"}, rule["Sql"]
+        assert rule["AwsIotSqlVersion"] == "2016-03-23"
+        assert rule["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [f"{name}Function", "Arn"]}}}]
 
 
 def main():

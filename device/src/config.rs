@@ -220,20 +220,31 @@ const DEFAULT_MQTT_PORT: u16 = 8883;
 /// IoT Core's default keep-alive suggestion; it accepts 30 to 1200 s.
 const DEFAULT_KEEP_ALIVE_S: u64 = 30;
 
+/// `path` and the `SENSORBOX_*` environment, merged.
+fn figment(path: &Path) -> Result<Figment, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::new(
+            "",
+            format!("config file {} does not exist", path.display()),
+        ));
+    }
+    Ok(Figment::new()
+        .merge(Toml::file(path))
+        .merge(Env::prefixed("SENSORBOX_").split("__")))
+}
+
+fn extract(figment: Figment) -> Result<RawConfig, ConfigError> {
+    figment.extract().map_err(|e| {
+        let key = e.path.join(".");
+        let message = e.kind.to_string();
+        ConfigError::new(key, message)
+    })
+}
+
 impl Config {
     /// Reads `path` and the `SENSORBOX_*` environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError::new(
-                "",
-                format!("config file {} does not exist", path.display()),
-            ));
-        }
-        Self::from_figment(
-            Figment::new()
-                .merge(Toml::file(path))
-                .merge(Env::prefixed("SENSORBOX_").split("__")),
-        )
+        Self::from_figment(figment(path)?)
     }
 
     /// Parses TOML text (tests).
@@ -243,13 +254,68 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|e| {
-            let key = e.path.join(".");
-            let message = e.kind.to_string();
-            ConfigError::new(key, message)
-        })?;
-        raw.validate()
+        extract(figment)?.validate()
     }
+}
+
+/// What `sensorbox enroll` needs, read before the box has its key and certificate: the
+/// group and thing name are checked as [`Config::load`] checks them, `[mqtt] key` and
+/// `cert` are taken as paths that need not exist yet, and the rest of the file only has to
+/// parse (`check-config` validates it once the certificate is in place).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub group: GroupId,
+    pub thing_name: String,
+    pub key: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+}
+
+impl Identity {
+    /// Reads `path` and the `SENSORBOX_*` environment.
+    pub fn load(path: &Path) -> Result<Identity, ConfigError> {
+        Self::from_figment(figment(path)?)
+    }
+
+    /// Parses TOML text (tests).
+    #[cfg(test)]
+    pub fn from_toml(text: &str) -> Result<Identity, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Identity, ConfigError> {
+        let raw = extract(figment)?;
+        let (group, thing_name) = group_and_thing(raw.groupid, raw.thing_name)?;
+        let (key, cert) = raw.mqtt.map(|m| (m.key, m.cert)).unwrap_or_default();
+        Ok(Identity {
+            group,
+            thing_name,
+            key,
+            cert,
+        })
+    }
+}
+
+/// `groupid` checked, and `thing_name` (default `sensorbox-<groupid>`) an IoT thing name.
+fn group_and_thing(
+    groupid: Option<serde_json::Value>,
+    thing_name: Option<String>,
+) -> Result<(GroupId, String), ConfigError> {
+    let groupid = groupid.ok_or_else(|| ConfigError::new("groupid", "missing"))?;
+    let group = GroupId::from_json(&groupid)
+        .map_err(|e| ConfigError::new("groupid", e.message().to_string()))?;
+    let thing_name = thing_name.unwrap_or_else(|| format!("sensorbox-{}", group.as_str()));
+    if thing_name.is_empty()
+        || thing_name.len() > 128
+        || !thing_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'))
+    {
+        return Err(ConfigError::new(
+            "thing_name",
+            "1 to 128 characters of [a-zA-Z0-9:_-] (an IoT thing name)",
+        ));
+    }
+    Ok((group, thing_name))
 }
 
 impl RawConfig {
@@ -286,27 +352,9 @@ impl RawConfig {
         if api_key.as_deref() == Some("") {
             return Err(ConfigError::new("api_key", "empty"));
         }
-        let groupid = self
-            .groupid
-            .ok_or_else(|| ConfigError::new("groupid", "missing"))?;
-        let group = GroupId::from_json(&groupid)
-            .map_err(|e| ConfigError::new("groupid", e.message().to_string()))?;
+        let (group, thing_name) = group_and_thing(self.groupid, self.thing_name)?;
         if let Some(gps) = &self.gps {
             Location::parse(gps).map_err(|e| ConfigError::new("gps", e.message().to_string()))?;
-        }
-        let thing_name = self
-            .thing_name
-            .unwrap_or_else(|| format!("sensorbox-{}", group.as_str()));
-        if thing_name.is_empty()
-            || thing_name.len() > 128
-            || !thing_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'))
-        {
-            return Err(ConfigError::new(
-                "thing_name",
-                "1 to 128 characters of [a-zA-Z0-9:_-] (an IoT thing name)",
-            ));
         }
         let request_timeout = positive_secs(
             "request_timeout_s",
@@ -681,6 +729,38 @@ sensortype = "9"
         let over_mqtt = with_mqtt("").replace("[mqtt]", "transport = \"mqtt\"\n[mqtt]");
         let config = Config::from_toml(&over_mqtt).expect("transport mqtt");
         assert_eq!(config.transport, Transport::Mqtt);
+    }
+
+    #[test]
+    fn enroll_reads_the_identity_before_the_key_and_certificate_exist() {
+        let text = with_mqtt("")
+            .replace(
+                &format!("cert = \"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
+                "cert = \"/nonexistent/device.pem.crt\"",
+            )
+            .replace(
+                &format!("key = \"{}/Cargo.toml\"", env!("CARGO_MANIFEST_DIR")),
+                "key = \"/nonexistent/private.pem.key\"",
+            );
+        assert_eq!(error_key(&text), "mqtt.cert");
+        let identity = Identity::from_toml(&text).expect("identity");
+        assert_eq!(identity.group.as_str(), "2");
+        assert_eq!(identity.thing_name, "sensorbox-2");
+        assert_eq!(
+            identity.key,
+            Some(PathBuf::from("/nonexistent/private.pem.key"))
+        );
+        assert_eq!(
+            identity.cert,
+            Some(PathBuf::from("/nonexistent/device.pem.crt"))
+        );
+        let without_mqtt = Identity::from_toml(GOOD).expect("no [mqtt]");
+        assert_eq!((without_mqtt.key, without_mqtt.cert), (None, None));
+        let bad_thing = GOOD.replace("groupid = \"2\"", "groupid = \"2\"\nthing_name = \"a b\"");
+        assert_eq!(
+            Identity::from_toml(&bad_thing).expect_err("bad thing").key,
+            "thing_name"
+        );
     }
 
     #[test]

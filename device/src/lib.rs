@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod enroll;
 pub mod mqtt;
 pub mod queue;
 pub mod reading;

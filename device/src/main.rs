@@ -1,18 +1,24 @@
 //! `sensorbox`: the box agent. See docs/box.md.
 
-use sensorbox::{agent, config, queue};
+use sensorbox::{agent, config, enroll, queue};
 
 use config::Config;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: sensorbox [--config PATH] [run | check-config | queue | status]
+       sensorbox [--config PATH] enroll [--key PATH] [--csr PATH] [--force]
 
   run           read the sensors, queue every reading, send them (the default)
   check-config  validate the configuration and name the bad key
   queue         queue depth, oldest reading, dead letters
   status        last send, sender state (for a person at the box)
+  enroll        a new private key for this box at [mqtt] key (mode 0600, it never
+                leaves the box) and a CSR beside it for `fleet enroll`
+                  --key PATH  where the key goes when the config has no [mqtt] key
+                  --csr PATH  where the CSR goes (default: beside the key, NAME.csr.pem)
+                  --force     replace an existing key (its certificate no longer matches)
 
 --config defaults to /etc/sensorbox/config.toml; SENSORBOX_* variables override it
 (SENSORBOX_API_URL, SENSORBOX_QUEUE__PATH, ...).
@@ -22,12 +28,22 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut path = PathBuf::from(config::DEFAULT_PATH);
     let mut command = None;
+    let (mut key, mut csr, mut force) = (None, None, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => match args.next() {
                 Some(p) => path = PathBuf::from(p),
                 None => return usage("--config needs a path"),
             },
+            "--key" => match args.next() {
+                Some(p) => key = Some(PathBuf::from(p)),
+                None => return usage("--key needs a path"),
+            },
+            "--csr" => match args.next() {
+                Some(p) => csr = Some(PathBuf::from(p)),
+                None => return usage("--csr needs a path"),
+            },
+            "--force" => force = true,
             "-h" | "--help" | "help" => {
                 print!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -38,6 +54,10 @@ fn main() -> ExitCode {
             other => return usage(&format!("unexpected argument `{other}`")),
         }
     }
+    let enrolling = command.as_deref() == Some("enroll");
+    if !enrolling && (key.is_some() || csr.is_some() || force) {
+        return usage("--key, --csr and --force go with `enroll`");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -47,6 +67,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if enrolling {
+        return run_enroll(&path, key, csr, force);
+    }
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -83,6 +106,35 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("sensorbox: {problem}\n{USAGE}");
     ExitCode::from(2)
+}
+
+/// `enroll` reads only the identity from the config: the key and certificate it names do
+/// not exist yet.
+fn run_enroll(path: &Path, key: Option<PathBuf>, csr: Option<PathBuf>, force: bool) -> ExitCode {
+    let identity = match config::Identity::load(path) {
+        Ok(identity) => identity,
+        Err(e) => {
+            eprintln!("sensorbox: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let plan = match enroll::Plan::new(&identity, key, csr) {
+        Ok(plan) => plan,
+        Err(message) => {
+            eprintln!("sensorbox: enroll: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match enroll::write(&plan, force) {
+        Ok(()) => {
+            print!("{}", enroll::next_steps(&plan, path));
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("sensorbox: enroll: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(config: Config) -> Result<(), String> {

@@ -461,6 +461,32 @@ mod tests {
     }
 
     #[test]
+    fn an_enrolled_pkcs8_p256_key_makes_a_client_identity() {
+        super::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = local_aws::Certs::ensure(&dir.path().join("ca")).expect("CA");
+        let mut config = config_with(&certs, 8883);
+        let identity = crate::config::Identity {
+            group: sensor_model::domain::group_id::GroupId::parse("1").expect("group"),
+            thing_name: "box-1".into(),
+            key: Some(dir.path().join("box/private.pem.key")),
+            cert: None,
+        };
+        let plan = crate::enroll::Plan::new(&identity, None, None).expect("plan");
+        crate::enroll::write(&plan, false).expect("enroll");
+        // What `fleet enroll` returns is a certificate for the CSR's key: here self-signed.
+        let key = std::fs::read_to_string(&plan.key).expect("key");
+        let key = rcgen::KeyPair::from_pem(&key).expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["box-1".into()])
+            .and_then(|params| params.self_signed(&key))
+            .expect("certificate");
+        config.cert = dir.path().join("box/device.pem.crt");
+        std::fs::write(&config.cert, cert.pem()).expect("write");
+        config.key = plan.key;
+        tls_config(&config).expect("rustls takes the PKCS#8 P-256 key");
+    }
+
+    #[test]
     fn in_flight_maps_packet_ids_in_request_order_and_ignores_resends() {
         let mut f = InFlight::default();
         f.requested.push_back(None); // the connect report

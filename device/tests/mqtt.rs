@@ -5,7 +5,8 @@
 //! endpoint.
 
 use integration_tests::{
-    eventually, function_env, start_watch, wait_for_gasdetector, ChildGuard, OpenSearch,
+    eventually, function_env, start_watch, wait_for_gasdetector, with_registry, ChildGuard, Moto,
+    OpenSearch,
 };
 use local_aws::{
     Broker, BrokerConfig, Certs, Gateway, GatewayConfig, IotEndpoint, IotRules, IotRulesConfig,
@@ -32,6 +33,8 @@ struct Stack {
     opensearch: OpenSearch,
     _rules: IotRules,
     gateway: Gateway,
+    /// The registry the functions bind each box's readings to its group with.
+    registry: Moto,
     _watch: ChildGuard,
 }
 
@@ -52,7 +55,8 @@ async fn start_stack(dir: &Path) -> Stack {
         .await
         .expect("IoT endpoint");
     let opensearch = OpenSearch::start().await;
-    let mut env = function_env(&iot.url(), &opensearch.url);
+    let registry = Moto::start().await;
+    let mut env = with_registry(function_env(&iot.url(), &opensearch.url), &registry.url);
     // One message per breaching reading: the test needs a warning at once.
     env.insert("ALARM_MODE".into(), "every".into());
     let (watch, watch_port) = start_watch(&env, &[]).await;
@@ -82,6 +86,7 @@ async fn start_stack(dir: &Path) -> Stack {
         opensearch,
         _rules: rules,
         gateway,
+        registry,
         _watch: watch,
     }
 }
@@ -374,6 +379,7 @@ async fn readings_over_mqtt_reach_the_index_and_leave_the_queue_on_puback() {
     let group = format!("mqdata-{run}");
     let thing = format!("mqdata-{run}");
     let mqtt = tls_section(&stack, &stack.certs.ca(), &thing);
+    stack.registry.register_box(&thing, &group).await;
     // The API URL is never called with transport = "mqtt".
     let the_box = write_box(
         dir.path(),

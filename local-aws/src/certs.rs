@@ -121,6 +121,28 @@ impl Certs {
     }
 }
 
+impl Certs {
+    /// A client certificate for the key in `csr_pem` (a PEM certificate request), signed by
+    /// the local CA: what `CreateCertificateFromCsr` does with AWS's CA. The subject is the
+    /// CSR's; the usage is client authentication, as IoT Core's device certificates.
+    pub fn sign_csr(&self, csr_pem: &str) -> Result<String, String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("certificateSigningRequest is not a valid CSR: {e}"))?;
+        csr.params.is_ca = IsCa::ExplicitNoCa;
+        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        csr.params.serial_number = Some(rcgen::SerialNumber::from_slice(
+            &fastrand::u64(1..).to_be_bytes(),
+        ));
+        let ca_key = read(&self.dir.join("ca.key"))?;
+        let ca_key = KeyPair::from_pem(&ca_key).map_err(|e| format!("CA key: {e}"))?;
+        let issuer = Issuer::new(ca_params(), ca_key);
+        csr.signed_by(&issuer)
+            .map(|cert| cert.pem())
+            .map_err(|e| format!("signing the CSR: {e}"))
+    }
+}
+
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params

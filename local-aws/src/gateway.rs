@@ -233,6 +233,29 @@ pub fn key_required(contract: &Value, path: &str, method: &str) -> bool {
     security.as_array().is_some_and(|s| !s.is_empty())
 }
 
+/// The thing and sensor of an IAM-authorized ingest route, `/things/{thing}/<sensor>`.
+pub fn thing_route(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/things/")?;
+    let (thing, sensor) = rest.split_once('/')?;
+    (!thing.is_empty() && INGEST_FUNCTIONS.contains(&sensor)).then_some((thing, sensor))
+}
+
+/// API Gateway's answer on an IAM-authorized route to a request it cannot authenticate:
+/// no signature at all, or credentials it does not know. This gateway knows none yet (the
+/// local credentials provider that issues them is still to come), so every such request
+/// gets one of these, as a deployed API answers a box whose credentials are not AWS's.
+fn unsigned(request: &Request<Incoming>, request_id: &str) -> HttpResponse {
+    if request.headers().contains_key(hyper::header::AUTHORIZATION) {
+        message(
+            403,
+            "The security token included in the request is invalid.",
+            request_id,
+        )
+    } else {
+        message(403, "Missing Authentication Token", request_id)
+    }
+}
+
 async fn route(
     request: Request<Incoming>,
     peer: SocketAddr,
@@ -241,6 +264,9 @@ async fn route(
 ) -> (HttpResponse, Option<String>) {
     let (config, client) = (&state.config, &state.client);
     let path = request.uri().path().to_owned();
+    if thing_route(&path).is_some() {
+        return (unsigned(&request, request_id), None);
+    }
     let Some((resource, function)) = config.routes.iter().find(|(resource, _)| *resource == path)
     else {
         return (message(404, "Not Found", request_id), None);

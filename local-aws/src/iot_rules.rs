@@ -1,8 +1,9 @@
 //! The IoT rules the stacks deploy (infra/template.yaml, infra/cdk), emulated over the
 //! local broker, plus the shadow service's MQTT topics:
-//! - `<root>/<thing>/data/<sensor>`: invokes that sensor's function directly, the reading
-//!   as the event (the rule's Lambda action; failures are logged, as the rule's error
-//!   action logs them);
+//! - `<root>/<thing>/data/<sensor>`: invokes that sensor's function directly with the
+//!   event the stacks' SQL makes, `SELECT topic(2) AS thing, encode(*, 'base64') AS
+//!   payload`: the thing from the topic and the box's bytes unchanged (the rule's Lambda
+//!   action; failures are logged, as the rule's error action logs them);
 //! - `<root>/<thing>/lwt` (the box's Last Will) and `<root>/<thing>/connected` (its report
 //!   after each connect): the thing's classic shadow gets `state.reported.connected`
 //!   false/true with `lastWillAt` / `connectedAt` in epoch milliseconds;
@@ -169,7 +170,8 @@ impl Context {
         }
     }
 
-    /// The data rule: `SELECT * FROM '<root>/+/data/<sensor>'` -> Lambda action.
+    /// The data rule: `SELECT topic(2) AS thing, encode(*, 'base64') AS payload FROM
+    /// '<root>/+/data/<sensor>'` -> Lambda action. The function binds the thing to its group.
     async fn reading(&self, thing: &str, sensor: &str, payload: &[u8]) {
         if !self.config.sensors.iter().any(|s| s == sensor) {
             eprintln!("rules: {thing}: no rule for data/{sensor}; message dropped");
@@ -179,15 +181,7 @@ impl Context {
             eprintln!("rules: {thing}: data/{sensor}: no functions configured; message dropped");
             return;
         };
-        // The rule's SQL selects the payload as JSON; a payload that is not JSON fails the
-        // rule (the error action on AWS).
-        let event: Value = match serde_json::from_slice(payload) {
-            Ok(event) => event,
-            Err(e) => {
-                eprintln!("rules: {thing}: data/{sensor}: payload is not JSON ({e}); rule failed");
-                return;
-            }
-        };
+        let event = data_event(thing, payload);
         let url = invoke::url(base, sensor);
         match invoke(&self.client, &url, &event, Duration::from_secs(120)).await {
             Ok(result) => {
@@ -255,4 +249,14 @@ impl Context {
             eprintln!("rules: {topic}: {why}");
         }
     }
+}
+
+/// The data rules' event: the thing from the topic (`topic(2)`) and the payload as base64
+/// (`encode(*, 'base64')`), whatever its bytes.
+pub fn data_event(thing: &str, payload: &[u8]) -> Value {
+    use base64::Engine as _;
+    json!({
+        "thing": thing,
+        "payload": base64::engine::general_purpose::STANDARD.encode(payload),
+    })
 }

@@ -18,8 +18,10 @@
 //!    [`apigw_event`] (API Gateway's REST proxy event and response mapping), [`openapi`]
 //!    (the contract), [`fault`] (the fault-injecting proxy);
 //! 2. [`certs`] (the local CA) and [`shadow`] (the Device Shadow API);
-//! 3. [`broker`] (Mosquitto, mutual TLS with `certs`) and [`iot`] (the data-plane
-//!    endpoint: publishes through `mqtt_publisher`, shadows from `shadow`);
+//! 3. [`broker`] (Mosquitto, mutual TLS with `certs`), [`iot`] (the data-plane
+//!    endpoint: publishes through `mqtt_publisher`, shadows from `shadow`) and
+//!    [`registry`] (moto's IoT control plane behind a front whose `CreateCertificateFromCsr`
+//!    signs with `certs`' CA, through `invoke`'s HTTP client);
 //! 4. [`iot_rules`] (the emulated IoT rules: `mqtt_publisher`, `shadow`, `invoke`) and
 //!    [`gateway`] (the API Gateway emulator: `invoke`, `apigw_event`, `openapi`);
 //! 5. [`Stack`] (this file), which starts them together.
@@ -37,6 +39,7 @@ pub mod iot_rules;
 pub mod mqtt_publisher;
 pub mod mqtt_subscriber;
 pub mod openapi;
+pub mod registry;
 pub mod shadow;
 mod thing_name;
 
@@ -47,6 +50,7 @@ pub use iot::IotEndpoint;
 pub use iot_rules::{IotRules, IotRulesConfig};
 pub use mqtt_publisher::MqttPublisher;
 pub use mqtt_subscriber::MqttSubscriber;
+pub use registry::RegistryFront;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -142,7 +146,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     /// Every module, its layer (the crate doc's list) and its source.
-    const MODULES: [(&str, u8, &str); 15] = [
+    const MODULES: [(&str, u8, &str); 16] = [
         ("http", 0, include_str!("http.rs")),
         ("aws_error", 1, include_str!("aws_error.rs")),
         ("thing_name", 1, include_str!("thing_name.rs")),
@@ -155,6 +159,7 @@ mod tests {
         ("certs", 2, include_str!("certs.rs")),
         ("shadow", 2, include_str!("shadow.rs")),
         ("broker", 3, include_str!("broker.rs")),
+        ("registry", 3, include_str!("registry.rs")),
         ("iot", 3, include_str!("iot.rs")),
         ("iot_rules", 4, include_str!("iot_rules.rs")),
         ("gateway", 4, include_str!("gateway.rs")),

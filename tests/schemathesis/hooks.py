@@ -1,6 +1,6 @@
 """Schemathesis hooks for tests/tests/schemathesis.rs (the contract fuzz run).
 
-Two checks replace built-in ones whose rule differs from the contract on purpose, and a
+Three checks replace built-in ones whose rule differs from the contract on purpose, and a
 hook records every answer so the Rust test can prove that nothing the fuzzer sent left a
 document or a message it should not:
 
@@ -17,6 +17,10 @@ document or a message it should not:
   64-bit float holds (e.g. a 400-digit integer) makes the whole body unparseable for the
   function (400, field `body`) even inside a batch; the document refuses such numbers too
   (each numeric field has a maximum), so the request is refused either way.
+- `unsigned_requests_are_403` (instead of `missing_required_header`): a request without
+  credentials to an IAM-authorized route (`sigv4`, `/things/{thing}/<sensor>`) gets what
+  API Gateway answers, 403 `Missing Authentication Token`, not the 401 the built-in check
+  expects; and an unsigned request is never stored.
 
 Environment: CONTRACT_DOCUMENT (api/openapi.yaml), CONTRACT_RECORD (a JSON-lines file the
 hook appends one line per answer to: route, status, ids of the readings the answer says
@@ -120,6 +124,19 @@ def answers_follow_the_request_schema(ctx, response, case):
         raise AssertionError(f"a reading valid by the document got {status}: {answer}")
     if not valid and status not in (400, 413):
         raise AssertionError(f"a reading invalid by the document got {status}: {answer}")
+    return None
+
+
+@schemathesis.check
+def unsigned_requests_are_403(ctx, response, case):
+    if not case.operation.path.startswith("/things/"):
+        return None
+    if "authorization" in {name.lower() for name in (case.headers or {})}:
+        return None
+    if response.status_code != 403:
+        raise AssertionError(f"an unsigned request to an IAM route got {response.status_code}")
+    if (_json(response) or {}).get("message") != "Missing Authentication Token":
+        raise AssertionError(f"an unsigned request got {response.text!r}, not API Gateway's answer")
     return None
 
 

@@ -10,7 +10,7 @@
 
 use local_aws::{Broker, IotEndpoint, MqttSubscriber};
 use rumqttc::QoS;
-use sensor_core::ports::{AlarmStore, Indexer, Publisher};
+use sensor_core::ports::{AlarmStore, Indexer, Publisher, Registry};
 use sensor_lambda::{App, IngestSettings};
 use sensor_model::Sensor;
 use serde_json::{json, Value};
@@ -412,7 +412,147 @@ impl Peers {
     }
 }
 
+/// moto in server mode: the IoT data plane (Publish, shadows) and control plane (the
+/// registry: things, attributes, certificates) as a second implementation of AWS's API.
+pub struct Moto {
+    pub url: String,
+    pub http: reqwest::Client,
+    process: Option<ChildGuard>,
+    workdir: std::path::PathBuf,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let binary = ensure_python_package("moto[server]", || {
+            let bin = venv_bin("moto_server");
+            bin.exists().then_some(bin)
+        });
+        let http = reqwest::Client::new();
+        for _attempt in 0..3 {
+            let port = free_port().to_string();
+            // moto writes its recording file into its working directory.
+            let workdir =
+                std::env::temp_dir().join(format!("it-moto-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&workdir).expect("moto working directory");
+            let mut process = ChildGuard::spawn(
+                "moto_server",
+                Command::new(&binary)
+                    .current_dir(&workdir)
+                    .args(["-H", "127.0.0.1", "-p", &port])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            let url = format!("http://127.0.0.1:{port}");
+            let start = Instant::now();
+            while start.elapsed() < WAIT {
+                if let Ok(Some(_)) = process.child.try_wait() {
+                    break;
+                }
+                if let Ok(r) = http.get(format!("{url}/moto-api/")).send().await {
+                    if r.status().is_success() {
+                        process.assert_running();
+                        return Moto {
+                            url,
+                            http,
+                            process: Some(process),
+                            workdir,
+                        };
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("moto_server ({}) did not come up", binary.display());
+    }
+
+    /// Registers `thing` through moto's IoT control plane (boto3 `create_thing`).
+    pub fn create_thing(&self, thing: &str) {
+        let script = "import sys, boto3\n\
+            c = boto3.client('iot', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                aws_access_key_id='AKIDINTEGRATION', aws_secret_access_key='secret')\n\
+            c.create_thing(thingName=sys.argv[2])\n";
+        let output = Command::new(venv_bin("python"))
+            .args(["-c", script, &self.url, thing])
+            .output()
+            .expect("run python for boto3");
+        assert!(
+            output.status.success(),
+            "create_thing {thing}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Enrols box `thing` in group `group` in moto's registry with the real
+    /// `aws-sdk-iot` client, as `fleet enroll` does (`CreateThing` with the `groupid`
+    /// attribute).
+    pub async fn register_box(&self, thing: &str, group: &str) {
+        let attributes = aws_sdk_iot::types::AttributePayload::builder()
+            .attributes("groupid", group)
+            .build();
+        registry_client(&self.url)
+            .create_thing()
+            .thing_name(thing)
+            .attribute_payload(attributes)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create_thing {thing}: {}",
+                    aws_sdk_iot::error::DisplayErrorContext(e)
+                )
+            });
+    }
+
+    /// Moves box `thing` to `group` (`UpdateThing`), as `fleet move` does.
+    pub async fn move_box(&self, thing: &str, group: &str) {
+        let attributes = aws_sdk_iot::types::AttributePayload::builder()
+            .attributes("groupid", group)
+            .merge(true)
+            .build();
+        registry_client(&self.url)
+            .update_thing()
+            .thing_name(thing)
+            .attribute_payload(attributes)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "update_thing {thing}: {}",
+                    aws_sdk_iot::error::DisplayErrorContext(e)
+                )
+            });
+    }
+}
+
+/// The IoT control-plane client with dummy credentials against `endpoint`.
+pub fn registry_client(endpoint: &str) -> aws_sdk_iot::Client {
+    use aws_sdk_iot::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_iot::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "AKIDINTEGRATION",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_iot::Client::from_conf(config)
+}
+
 /// The functions' environment for a local IoT endpoint and OpenSearch (dummy credentials).
+/// The shared-key routes are on, as under `cargo xtask dev` (the API key is optional
+/// locally); the registry is unset (see [`with_registry`]).
 pub fn function_env(iot_url: &str, opensearch_url: &str) -> HashMap<String, String> {
     [
         ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", iot_url),
@@ -421,10 +561,19 @@ pub fn function_env(iot_url: &str, opensearch_url: &str) -> HashMap<String, Stri
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "AKIDINTEGRATION"),
         ("AWS_SECRET_ACCESS_KEY", "integration-secret"),
+        ("LEGACY_KEY_ROUTES", "true"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
+}
+
+/// `env` asking `registry` (moto's control plane) which group a box belongs to, trusting
+/// each answer for one second (so a test sees a move soon).
+pub fn with_registry(mut env: HashMap<String, String>, registry: &str) -> HashMap<String, String> {
+    env.insert("AWS_ENDPOINT_URL_IOT".into(), registry.into());
+    env.insert("REGISTRY_CACHE_TTL".into(), "1".into());
+    env
 }
 
 pub async fn app_with(sensor: Sensor, env: HashMap<String, String>) -> App {
@@ -454,8 +603,8 @@ pub fn iot_client(endpoint: &str) -> aws_sdk_iotdataplane::Client {
 }
 
 /// `POST /<sensor>` with `body` through the pipeline: status and JSON reply.
-pub async fn post<P: Publisher, I: Indexer, A: AlarmStore>(
-    app: &App<P, I, A>,
+pub async fn post<P: Publisher, I: Indexer, A: AlarmStore, R: Registry>(
+    app: &App<P, I, A, R>,
     sensor: &str,
     body: &str,
 ) -> (u16, Value) {

@@ -11,7 +11,7 @@ use integration_tests::{post, Peers, Subscriber, WAIT};
 use local_aws::fault::{FaultConfig, FaultProxy, FaultStats};
 use sensor_aws::{IotPublisher, OpenSearchIndexer};
 use sensor_core::pipeline::Pipeline;
-use sensor_core::ports::MemoryAlarmStore;
+use sensor_core::ports::{MemoryAlarmStore, MemoryRegistry};
 use sensor_core::retry::RetryPolicy;
 use sensor_lambda::{App, IngestSettings};
 use sensor_model::Sensor;
@@ -83,7 +83,7 @@ async fn app_behind(
     iot: &FaultProxy,
     opensearch: &FaultProxy,
     peers: &Peers,
-) -> App<IotPublisher, OpenSearchIndexer, MemoryAlarmStore> {
+) -> App<IotPublisher, OpenSearchIndexer, MemoryAlarmStore, MemoryRegistry> {
     let mut env = peers.env();
     env.insert("ALARM_MODE".into(), "every".into());
     env.insert("AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(), iot.url());

@@ -5,90 +5,18 @@
 
 use base64::Engine as _;
 use integration_tests::{
-    app_with, check_shadow_contract, ensure_python_package, free_port, gas_reading, iot_client,
-    post, venv_bin, ChildGuard, OpenSearch, WAIT,
+    app_with, check_shadow_contract, gas_reading, iot_client, post, Moto, OpenSearch,
 };
 use sensor_model::Sensor;
 use serde_json::Value;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-struct Moto {
-    url: String,
-    http: reqwest::Client,
-    process: Option<ChildGuard>,
-    workdir: std::path::PathBuf,
+/// moto's recorder: what the SDK clients sent it.
+trait Recorder {
+    async fn recorder(&self, action: &str) -> String;
+    async fn publishes(&self) -> Vec<(String, Vec<u8>)>;
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        drop(self.process.take());
-        let _ = std::fs::remove_dir_all(&self.workdir);
-    }
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        let binary = ensure_python_package("moto[server]", || {
-            let bin = venv_bin("moto_server");
-            bin.exists().then_some(bin)
-        });
-        let http = reqwest::Client::new();
-        for _attempt in 0..3 {
-            let port = free_port().to_string();
-            // moto writes its recording file into its working directory.
-            let workdir =
-                std::env::temp_dir().join(format!("it-moto-{}-{port}", std::process::id()));
-            std::fs::create_dir_all(&workdir).expect("moto working directory");
-            let mut process = ChildGuard::spawn(
-                "moto_server",
-                Command::new(&binary)
-                    .current_dir(&workdir)
-                    .args(["-H", "127.0.0.1", "-p", &port])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            );
-            let url = format!("http://127.0.0.1:{port}");
-            let start = Instant::now();
-            while start.elapsed() < WAIT {
-                if let Ok(Some(_)) = process.child.try_wait() {
-                    break;
-                }
-                if let Ok(r) = http.get(format!("{url}/moto-api/")).send().await {
-                    if r.status().is_success() {
-                        process.assert_running();
-                        return Moto {
-                            url,
-                            http,
-                            process: Some(process),
-                            workdir,
-                        };
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        panic!("moto_server ({}) did not come up", binary.display());
-    }
-
-    /// Registers `thing` through moto's IoT control plane (boto3 `create_thing`).
-    fn create_thing(&self, thing: &str) {
-        let script = "import sys, boto3\n\
-            c = boto3.client('iot', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-                aws_access_key_id='AKIDINTEGRATION', aws_secret_access_key='secret')\n\
-            c.create_thing(thingName=sys.argv[2])\n";
-        let output = Command::new(venv_bin("python"))
-            .args(["-c", script, &self.url, thing])
-            .output()
-            .expect("run python for boto3");
-        assert!(
-            output.status.success(),
-            "create_thing {thing}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
+impl Recorder for Moto {
     async fn recorder(&self, action: &str) -> String {
         let request = if action == "download-recording" {
             self.http

@@ -23,10 +23,17 @@ pub enum Target {
     OpenSearch,
     /// The groups' alarm state (a named IoT shadow per group).
     AlarmState,
+    /// The IoT registry (thing -> group), on a cache miss.
+    Registry,
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::Iot, Target::OpenSearch, Target::AlarmState];
+    pub const ALL: [Target; 4] = [
+        Target::Iot,
+        Target::OpenSearch,
+        Target::AlarmState,
+        Target::Registry,
+    ];
 
     /// The value of the `target` metric dimension and log field.
     pub fn name(self) -> &'static str {
@@ -34,6 +41,7 @@ impl Target {
             Target::Iot => "iot",
             Target::OpenSearch => "opensearch",
             Target::AlarmState => "alarm_state",
+            Target::Registry => "registry",
         }
     }
 
@@ -42,6 +50,7 @@ impl Target {
             Target::Iot => 0,
             Target::OpenSearch => 1,
             Target::AlarmState => 2,
+            Target::Registry => 3,
         }
     }
 }
@@ -54,7 +63,7 @@ tokio::task_local! {
 #[derive(Debug)]
 pub struct DownstreamStats {
     started: Instant,
-    targets: [TargetCounters; 3],
+    targets: [TargetCounters; 4],
 }
 
 #[derive(Debug, Default)]

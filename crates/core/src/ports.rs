@@ -1,11 +1,12 @@
-//! The things the pipeline needs from the outside world: publishing, indexing and the
-//! alarm state, and for the read API, searching. The IoT, OpenSearch and shadow adapters
+//! The things the pipeline needs from the outside world: publishing, indexing, the
+//! alarm state and the registry of boxes, and for the read API, searching. The IoT, OpenSearch and shadow adapters
 //! implement them; tests swap in fakes ([`MemoryAlarmStore`] is also the store of
 //! `ALARM_MODE=every`, which needs none).
 
 use sensor_model::alarms::state::GroupAlarms;
 use sensor_model::document::Document;
 use sensor_model::domain::group_id::GroupId;
+use sensor_model::domain::thing_name::ThingName;
 use sensor_model::topic::Topic;
 use std::future::Future;
 
@@ -159,5 +160,56 @@ impl AlarmStore for MemoryAlarmStore {
         let version = current.unwrap_or(0) + 1;
         groups.insert(group.clone(), (state.clone(), version));
         Ok(StoreOutcome::Stored(version))
+    }
+}
+
+/// What the IoT registry says of a box (a thing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// The thing's `groupid` attribute: the one group its readings may carry.
+    Group(GroupId),
+    /// No such thing: never enrolled, or deleted.
+    Unknown,
+    /// The thing exists but has no `groupid` attribute.
+    NoGroup,
+    /// The thing's `groupid` attribute is not a valid groupid (set outside `fleet`).
+    BadGroup(String),
+}
+
+/// The registry of boxes: thing -> group (`DescribeThing` on AWS). The one source of truth
+/// for which group a box may write.
+pub trait Registry: Send + Sync {
+    fn lookup(
+        &self,
+        thing: &ThingName,
+    ) -> impl Future<Output = Result<Registration, DownstreamError>> + Send;
+}
+
+/// An in-memory [`Registry`] (tests, and functions that are never sent a thing).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryRegistry {
+    things: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<ThingName, Registration>>>,
+}
+
+impl MemoryRegistry {
+    fn things(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ThingName, Registration>> {
+        self.things.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers (or moves) `thing` as `registration` says.
+    pub fn set(&self, thing: &ThingName, registration: Registration) {
+        self.things().insert(thing.clone(), registration);
+    }
+}
+
+impl Registry for MemoryRegistry {
+    async fn lookup(&self, thing: &ThingName) -> Result<Registration, DownstreamError> {
+        Ok(self
+            .things()
+            .get(thing)
+            .cloned()
+            .unwrap_or(Registration::Unknown))
     }
 }

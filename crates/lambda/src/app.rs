@@ -3,19 +3,25 @@
 
 use crate::observability::emf::{MetricsSink, MetricsWriter, RequestCounts};
 use crate::observability::request;
-use crate::request::{parse_body, Payload, RequestError};
+use crate::request::{parse_body, rule_envelope, Payload, RequestError, Sender};
 use crate::response::Reply;
 use crate::settings::{IngestSettings, SettingsError};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use sensor_aws::opensearch::OpenSearchInitError;
-use sensor_aws::{sdk_config, IotPublisher, OpenSearchIndexer, ShadowAlarmStore};
+use sensor_aws::{sdk_config, IotPublisher, IotRegistry, OpenSearchIndexer, ShadowAlarmStore};
+use sensor_core::binding::{Binding, BindingError};
 use sensor_core::downstream::DownstreamStats;
 use sensor_core::pipeline::Outcome;
 use sensor_core::pipeline::Pipeline;
-use sensor_core::ports::{AlarmStore, Indexer, MemoryAlarmStore, Publisher};
+use sensor_core::ports::{
+    AlarmStore, Indexer, MemoryAlarmStore, MemoryRegistry, Publisher, Registry,
+};
 use sensor_model::document::DocId;
 use sensor_model::domain::sensor::Sensor;
+use sensor_model::domain::thing_name::ThingName;
+use sensor_model::ValidationError;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -30,8 +36,12 @@ const MAX_BUDGET: Duration = Duration::from_secs(900);
 /// Kept back from the Lambda deadline to write the 503 before the function times out.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-pub struct App<P = IotPublisher, I = OpenSearchIndexer, A = ShadowAlarmStore> {
+pub struct App<P = IotPublisher, I = OpenSearchIndexer, A = ShadowAlarmStore, R = IotRegistry> {
     pipeline: Pipeline<P, I, A>,
+    /// Which group each box may write (the registry, cached per warm instance).
+    binding: Binding<R>,
+    /// `LEGACY_KEY_ROUTES`: take readings that name no box.
+    legacy_key_routes: bool,
     metrics: MetricsWriter,
 }
 
@@ -72,14 +82,19 @@ impl App {
             settings.alarm_state.thing.clone(),
             settings.alarm_state.shadow.clone(),
         );
+        let registry = IotRegistry::new(
+            &sdk_config,
+            settings.registry.endpoint.as_ref().map(|url| url.as_str()),
+        );
         Ok(App::from_parts(
             &settings,
             Pipeline::new(&settings.pipeline, publisher, indexer).with_alarm_store(alarms),
-        ))
+        )
+        .with_registry(registry))
     }
 }
 
-impl<P: Publisher, I: Indexer> App<P, I, MemoryAlarmStore> {
+impl<P: Publisher, I: Indexer> App<P, I, MemoryAlarmStore, MemoryRegistry> {
     /// With in-process alarm state (tests, benchmarks).
     pub fn new(settings: &IngestSettings, publisher: P, indexer: I) -> Self {
         App::from_parts(
@@ -89,26 +104,54 @@ impl<P: Publisher, I: Indexer> App<P, I, MemoryAlarmStore> {
     }
 }
 
-impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A> {
-    /// Metrics in the default namespace, the sensor's name as the function.
+impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A, MemoryRegistry> {
+    /// Metrics in the default namespace, the sensor's name as the function; an empty
+    /// registry (every box unknown) and the shared-key routes off until configured.
     pub fn from_pipeline(pipeline: Pipeline<P, I, A>) -> Self {
         let sensor = pipeline.sensor();
         App {
             pipeline,
+            binding: Binding::new(MemoryRegistry::default(), sensor_core::binding::DEFAULT_TTL),
+            legacy_key_routes: false,
             metrics: MetricsWriter::new(Default::default(), sensor.name(), sensor),
         }
     }
 
-    /// The pipeline with the settings' metrics namespace and function name.
+    /// The pipeline with the settings' metrics namespace, function name, registry cache
+    /// and legacy routes; an empty registry until [`App::with_registry`].
     pub fn from_parts(settings: &IngestSettings, pipeline: Pipeline<P, I, A>) -> Self {
         App {
             pipeline,
+            binding: Binding::new(MemoryRegistry::default(), settings.registry.cache_ttl),
+            legacy_key_routes: settings.legacy_key_routes,
             metrics: MetricsWriter::new(
                 settings.metrics_namespace.clone(),
                 settings.function_name.as_str(),
                 settings.sensor(),
             ),
         }
+    }
+}
+
+impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
+    /// The same app asking `registry` which group a box belongs to (same cache TTL).
+    pub fn with_registry<S: Registry>(self, registry: S) -> App<P, I, A, S> {
+        App {
+            pipeline: self.pipeline,
+            binding: Binding::new(registry, self.binding.ttl()),
+            legacy_key_routes: self.legacy_key_routes,
+            metrics: self.metrics,
+        }
+    }
+
+    /// Takes (or refuses) readings from the shared-key routes.
+    pub fn with_legacy_key_routes(mut self, on: bool) -> Self {
+        self.legacy_key_routes = on;
+        self
+    }
+
+    pub fn binding(&self) -> &Binding<R> {
+        &self.binding
     }
 
     /// Sends the EMF lines elsewhere than stdout (tests).
@@ -196,14 +239,34 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A> {
             tracing::info!(error = e_kind(&e), "request rejected");
             return (Reply::from_request_error(&e), Vec::new());
         }
-        let payload = match parse_body(request.body().as_ref()) {
+        let rejected = |e: RequestError| {
+            tracing::info!(sensor = %self.pipeline.sensor(), error = e_kind(&e), "request rejected");
+            (Reply::from_request_error(&e), Vec::new())
+        };
+        let (sender, body) = match self.sender(request) {
+            Ok(sent) => sent,
+            Err(e) => return rejected(e),
+        };
+        let payload = match parse_body(&body) {
             Ok(p) => p,
-            Err(e) => {
-                tracing::info!(sensor = %self.pipeline.sensor(), error = ?e_kind(&e), "request rejected");
-                return (Reply::from_request_error(&e), Vec::new());
-            }
+            Err(e) => return rejected(e),
         };
         let deadline = deadline_of(request);
+        let bound = match &sender {
+            Sender::Box(thing) => match self.binding.group_of(thing, deadline).await {
+                Ok(group) => Some((thing, group)),
+                Err(BindingError::Refused(e)) => {
+                    tracing::warn!(sensor = %self.pipeline.sensor(), %thing, reason = e.message(), "box refused");
+                    return (Reply::forbidden(&e), Vec::new());
+                }
+                Err(BindingError::Unavailable(e)) => {
+                    tracing::warn!(sensor = %self.pipeline.sensor(), %thing, reason = %e, "registry unavailable");
+                    return (Reply::unavailable(e.reason()), Vec::new());
+                }
+            },
+            Sender::SharedKey | Sender::Operator => None,
+        };
+        let sender = bound.as_ref().map(|(thing, group)| (*thing, group));
         match payload {
             Payload::Single(value) => {
                 let reading = self.pipeline.validate(value);
@@ -216,7 +279,10 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A> {
                         tracing::info!(sensor = %self.pipeline.sensor(), field = e.field(), "invalid reading")
                     }
                 }
-                let outcomes = self.pipeline.ingest(vec![reading], deadline).await;
+                let outcomes = self
+                    .pipeline
+                    .ingest_from(sender, vec![reading], deadline)
+                    .await;
                 let reply = match outcomes.first() {
                     Some(outcome) => Reply::single(outcome),
                     None => Reply::batch(&outcomes),
@@ -229,10 +295,43 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A> {
                     .map(|v| self.pipeline.validate(v))
                     .collect();
                 request::record_reading(common_group(&readings), None);
-                let outcomes = self.pipeline.ingest(readings, deadline).await;
+                let outcomes = self.pipeline.ingest_from(sender, readings, deadline).await;
                 (Reply::batch(&outcomes), outcomes)
             }
         }
+    }
+
+    /// Who sent the request, and the body its readings are in: the data rules' envelope
+    /// names the box (MQTT), so does an IAM-authorized path (`/things/{thing}/<sensor>`);
+    /// a shared-key route names none and is refused unless `LEGACY_KEY_ROUTES` is on.
+    fn sender<'r>(&self, request: &'r Request) -> Result<(Sender, Cow<'r, [u8]>), RequestError> {
+        let body = request.body().as_ref();
+        if matches!(
+            request.request_context_ref(),
+            Some(RequestContext::PassThrough) | None
+        ) {
+            return match rule_envelope(body) {
+                Some(envelope) => {
+                    let (thing, payload) = envelope?;
+                    Ok((Sender::Box(thing), Cow::Owned(payload)))
+                }
+                None => Ok((Sender::Operator, Cow::Borrowed(body))),
+            };
+        }
+        if let Some(thing) = request.path_parameters_ref().and_then(|p| p.first("thing")) {
+            let thing = ThingName::parse(thing).map_err(RequestError::Forbidden)?;
+            return Ok((Sender::Box(thing), Cow::Borrowed(body)));
+        }
+        if !self.legacy_key_routes {
+            return Err(RequestError::Forbidden(ValidationError::new(
+                "thing",
+                format!(
+                    "this API takes readings only from boxes that name themselves: POST /things/{{thing}}/{} signed with the box's credentials, or MQTT; the shared-key route is off (stack parameter LegacyKeyRoutes)",
+                    self.pipeline.sensor()
+                ),
+            )));
+        }
+        Ok((Sender::SharedKey, Cow::Borrowed(body)))
     }
 }
 
@@ -265,6 +364,7 @@ fn e_kind(e: &RequestError) -> &'static str {
         RequestError::MethodNotAllowed(_) => "method_not_allowed",
         RequestError::TooLarge(_) => "payload_too_large",
         RequestError::Invalid(_) => "invalid_body",
+        RequestError::Forbidden(_) => "forbidden",
     }
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP boundary: body limits, JSON, single reading or batch. Turns any request
 //! into either readings for the pipeline or a 4xx, never a panic.
 
+use base64::Engine;
 use sensor_model::domain::error::{json_type, ValidationError};
+use sensor_model::domain::thing_name::ThingName;
 use serde_json::Value;
 
 /// Largest accepted body; a full 500-reading batch is about 250 KB.
@@ -14,6 +16,54 @@ pub enum RequestError {
     MethodNotAllowed(String),
     TooLarge(usize),
     Invalid(ValidationError),
+    /// Not from a box this function may take readings from (403 `forbidden`).
+    Forbidden(ValidationError),
+}
+
+/// Who sent a request's readings, as far as AWS vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// A box: the thing in the MQTT topic (the IoT policy binds it to the connected
+    /// certificate's thing) or in an IAM-authorized path (`/things/{thing}/<sensor>`,
+    /// which only that thing's credentials may invoke). Its readings must carry its group.
+    Box(ThingName),
+    /// A shared-API-key route (`POST /gasdetector`): no box named. Taken only when
+    /// `LEGACY_KEY_ROUTES` is on.
+    SharedKey,
+    /// A direct invoke without the rules' envelope: a caller with `lambda:InvokeFunction`
+    /// on this function (an operator, `cargo lambda invoke`), trusted as such.
+    Operator,
+}
+
+/// The data rules' event: `SELECT topic(2) AS thing, encode(*, 'base64') AS payload`.
+/// The payload travels as base64 so the box's bytes (an object, a batch, or not JSON at
+/// all) reach the function unchanged and cannot add or override the `thing` field.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEvent {
+    thing: String,
+    payload: String,
+}
+
+/// The box and its payload when `event` is the data rules' envelope; `None` when it is
+/// anything else (then it is a reading or a batch itself).
+pub fn rule_envelope(event: &[u8]) -> Option<Result<(ThingName, Vec<u8>), RequestError>> {
+    let RuleEvent { thing, payload } = serde_json::from_slice(event).ok()?;
+    Some(
+        ThingName::parse(&thing)
+            .map_err(RequestError::Forbidden)
+            .and_then(|thing| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(payload.as_bytes())
+                    .map(|payload| (thing, payload))
+                    .map_err(|e| {
+                        RequestError::Invalid(ValidationError::new(
+                            "body",
+                            format!("the rule's payload is not base64: {e}"),
+                        ))
+                    })
+            }),
+    )
 }
 
 /// The body: one reading, or a batch of them.
@@ -55,6 +105,45 @@ pub fn parse_body(body: &[u8]) -> Result<Payload, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rule_envelope_carries_the_thing_and_the_payload_unchanged() {
+        let event = br#"{"thing":"pi-19","payload":"W3siZ3JvdXBpZCI6MX1d"}"#;
+        let (thing, payload) = rule_envelope(event)
+            .expect("an envelope")
+            .expect("a valid one");
+        assert_eq!(thing.as_str(), "pi-19");
+        assert_eq!(payload, br#"[{"groupid":1}]"#);
+    }
+
+    #[test]
+    fn a_reading_is_not_an_envelope_even_with_a_thing_field() {
+        for event in [
+            &br#"{"groupid":1,"thing":"x"}"#[..],
+            br#"{"thing":"x","payload":"e30=","groupid":1}"#,
+            br#"{"thing":"x"}"#,
+            br#"[{"thing":"x","payload":"e30="}]"#,
+            b"not json",
+        ] {
+            assert!(
+                rule_envelope(event).is_none(),
+                "{}",
+                String::from_utf8_lossy(event)
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_envelope_is_refused_not_taken_as_a_reading() {
+        assert!(matches!(
+            rule_envelope(br#"{"thing":"a/b","payload":"e30="}"#),
+            Some(Err(RequestError::Forbidden(e))) if e.field() == "thing"
+        ));
+        assert!(matches!(
+            rule_envelope(br#"{"thing":"pi","payload":"%%%"}"#),
+            Some(Err(RequestError::Invalid(e))) if e.field() == "body"
+        ));
+    }
 
     fn field(body: &[u8]) -> String {
         match parse_body(body) {

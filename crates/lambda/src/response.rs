@@ -54,6 +54,28 @@ impl Reply {
                 body: json!({"error": "invalid_reading", "field": e.field(), "message": e.message()}),
                 retry_after: None,
             },
+            RequestError::Forbidden(e) => Reply::forbidden(e),
+        }
+    }
+
+    /// 403: not this box's to send (field `groupid`), or not a box this function takes
+    /// readings from (field `thing`). Final: nothing was stored, published or applied.
+    pub fn forbidden(e: &sensor_model::ValidationError) -> Reply {
+        Reply {
+            status: 403,
+            body: json!({"error": "forbidden", "field": e.field(), "message": e.message()}),
+            retry_after: None,
+        }
+    }
+
+    /// 503 + `Retry-After` for a whole request: something every reading needs (the
+    /// registry) was unreachable past the retries.
+    pub fn unavailable(reason: &str) -> Reply {
+        Reply {
+            status: 503,
+            body: json!({"error": "unavailable", "message": format!(
+                "{reason}; resend the readings (each will be stored once)")}),
+            retry_after: Some(RETRY_AFTER_SECS),
         }
     }
 
@@ -69,6 +91,7 @@ impl Reply {
                 body: json!({"error": "invalid_reading", "field": e.field(), "message": e.message()}),
                 retry_after: None,
             },
+            Outcome::Forbidden(e) => Reply::forbidden(e),
             Outcome::Rejected { id, reason, .. } => Reply {
                 status: 422,
                 body: json!({"error": "rejected", "id": id, "message": format!(
@@ -107,6 +130,13 @@ impl Reply {
                     "field": e.field(),
                     "message": e.message(),
                 }),
+                Outcome::Forbidden(e) => json!({
+                    "index": index,
+                    "status": "forbidden",
+                    "error": "forbidden",
+                    "field": e.field(),
+                    "message": e.message(),
+                }),
                 Outcome::Rejected { id, reason, .. } => json!({
                     "index": index,
                     "status": "rejected",
@@ -131,6 +161,7 @@ impl Reply {
                 "invalid": count(|o| matches!(o, Outcome::Invalid(_))),
                 "retry": count(Outcome::needs_retry),
                 "rejected": count(|o| matches!(o, Outcome::Rejected { .. })),
+                "forbidden": count(|o| matches!(o, Outcome::Forbidden(_))),
                 "items": items,
             }),
             retry_after: retry.then_some(RETRY_AFTER_SECS),

@@ -21,14 +21,16 @@ use base64::Engine;
 use lambda_http::lambda_runtime::{LambdaInvocation, Runtime};
 use lambda_http::tower::{Layer, Service};
 use lambda_http::{service_fn, Adapter, Body, Error, Request, Response};
-use sensor_core::ports::{AlarmStore, Indexer, Publisher};
+use sensor_core::ports::{AlarmStore, Indexer, Publisher, Registry};
 use sensor_model::domain::error::ValidationError;
 use serde_json::Value;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Serves invocations until the runtime stops: the function's whole `main` after init.
-pub async fn run<P: Publisher, I: Indexer, A: AlarmStore>(app: App<P, I, A>) -> Result<(), Error> {
+pub async fn run<P: Publisher, I: Indexer, A: AlarmStore, R: Registry>(
+    app: App<P, I, A, R>,
+) -> Result<(), Error> {
     let guard = Base64Guard::new();
     let (app, guard_ref) = (&app, &guard);
     let handler = service_fn(move |request: Request| answer(app, guard_ref, request));
@@ -43,8 +45,8 @@ pub async fn run<P: Publisher, I: Indexer, A: AlarmStore>(app: App<P, I, A>) -> 
 
 /// What the runtime's handler does per request: a guarded (undecodable base64) body is a
 /// 400 naming `body`; anything else goes to [`App::invoke`].
-pub async fn answer<P: Publisher, I: Indexer, A: AlarmStore>(
-    app: &App<P, I, A>,
+pub async fn answer<P: Publisher, I: Indexer, A: AlarmStore, R: Registry>(
+    app: &App<P, I, A, R>,
     guard: &Base64Guard,
     request: Request,
 ) -> Result<Response<Body>, Error> {

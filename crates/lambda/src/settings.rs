@@ -21,6 +21,7 @@ use sensor_model::domain::sensor::Sensor;
 use sensor_model::index_name::IndexName;
 use sensor_model::rules::Rules;
 use sensor_model::topic::TopicTemplate;
+use std::time::Duration;
 
 /// A setting that could not be used; the message names the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +61,29 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             return Err(error(key, format!("{text:?} must be an http(s) URL")));
         }
         Ok(url)
+    }
+
+    /// An http(s) URL when set.
+    fn optional_url(&self, key: &str, what: &str) -> Result<Option<Url>, SettingsError> {
+        match self.get(key) {
+            Some(_) => self.url(key, what).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The IoT registry a sensor function asks which group a box belongs to.
+    fn registry(&self) -> Result<RegistrySettings, SettingsError> {
+        Ok(RegistrySettings {
+            endpoint: self.optional_url(
+                "AWS_ENDPOINT_URL_IOT",
+                "the IoT control plane; unset on AWS, the local stack's registry locally",
+            )?,
+            cache_ttl: self.parsed(
+                "REGISTRY_CACHE_TTL",
+                |s| settings::parse_seconds(s, 0).map(|s| Duration::from_secs(s.unsigned_abs())),
+                || sensor_core::binding::DEFAULT_TTL,
+            )?,
+        })
     }
 
     fn one_of<T: Copy>(&self, key: &str, choices: &[(&str, T)]) -> Result<T, SettingsError> {
@@ -211,6 +235,16 @@ pub struct AlarmStateLocation {
     pub shadow: String,
 }
 
+/// Where a sensor function asks which group a box belongs to, and for how long a warm
+/// instance trusts the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// `AWS_ENDPOINT_URL_IOT`: unset on AWS (the SDK's endpoint for the region).
+    pub endpoint: Option<Url>,
+    /// `REGISTRY_CACHE_TTL` seconds, default 60: how soon a `fleet move` takes effect.
+    pub cache_ttl: Duration,
+}
+
 /// A sensor function (`functions/gasdetector`, `dust`, `temp`).
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -221,6 +255,11 @@ pub struct IngestSettings {
     pub opensearch: OpenSearchSettings,
     pub aws: AwsAccess,
     pub alarm_state: AlarmStateLocation,
+    pub registry: RegistrySettings,
+    /// `LEGACY_KEY_ROUTES` (default false): take readings that name no box, from the
+    /// shared-API-key routes (`POST /gasdetector`) that the original `pub.py` posts to.
+    /// Weaker: whoever holds the key can post for any group. Off, those are refused 403.
+    pub legacy_key_routes: bool,
     /// CloudWatch namespace of the EMF metrics (`METRICS_NAMESPACE`, default `SensorIngest`).
     pub metrics_namespace: MetricsNamespace,
     /// The `function` metric dimension and log field: `AWS_LAMBDA_FUNCTION_NAME` (Lambda
@@ -276,6 +315,7 @@ impl IngestSettings {
             AheadTolerance::default,
         )?;
         let alarm_state = env.alarm_state()?;
+        let legacy_key_routes = env.parsed("LEGACY_KEY_ROUTES", parse_bool, || false)?;
         Ok(IngestSettings {
             pipeline: PipelineSettings {
                 sensor,
@@ -292,6 +332,8 @@ impl IngestSettings {
             opensearch,
             aws: env.aws()?,
             alarm_state,
+            registry: env.registry()?,
+            legacy_key_routes,
             metrics_namespace,
             function_name: env.function_name(sensor.name()),
         })

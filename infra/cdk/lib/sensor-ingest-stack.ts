@@ -1,7 +1,7 @@
 // The sensor ingest backend as a CDK stack: the same resources as infra/template.yaml (SAM).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import { Aws, CfnOutput, CfnParameter, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
@@ -105,6 +105,13 @@ export interface SensorIngestStackProps extends StackProps {
   readonly viewerThrottleRateLimit?: number;
   readonly viewerThrottleBurstLimit?: number;
   readonly viewerQuotaLimit?: number;
+  /**
+   * Default of the stack parameter LegacyKeyRoutes (LEGACY_KEY_ROUTES of the ingest
+   * functions): accept readings on the shared-API-key routes (POST /gasdetector, ...) for
+   * boxes still running the original pub.py. Weaker: anyone holding the key can post for
+   * any group. Default false: boxes use their own identity (POST /things/<thing>/<sensor>).
+   */
+  readonly legacyKeyRoutes?: boolean;
   /** Workspace root (holds functions/<name>/Cargo.toml); default: found upwards from this file. */
   readonly repoRoot?: string;
 }
@@ -129,6 +136,11 @@ export function contractWithFunctions(repoRoot: string, functions: Record<string
     }
   }
   return document;
+}
+
+/** The SQL of a data rule: the thing from the topic, the raw MQTT payload as base64. */
+export function dataRuleSql(deviceRoot: string, sensor: string): string {
+  return `SELECT topic(2) AS thing, encode(*, 'base64') AS payload FROM '${deviceRoot}/+/data/${sensor}'`;
 }
 
 /** The routes the query function serves (the page and the read API). */
@@ -234,26 +246,44 @@ export class SensorIngestStack extends Stack {
 
     // ------------------------------------------------------------ IoT data endpoint
     let iotDataEndpoint = props.iotDataEndpoint;
+    // The IoT credentials provider (a box's HTTPS identity), looked up with the data endpoint.
+    let iotCredentialsEndpoint: string | undefined;
     if (!iotDataEndpoint) {
-      const lookup = new cr.AwsCustomResource(this, 'IotEndpoint', {
+      const lookupLogGroup = new logs.LogGroup(this, 'IotEndpointLookupLogGroup', {
+        retention, removalPolicy: RemovalPolicy.DESTROY,
+      });
+      // Both share one provider function (and so this log group).
+      const lookUp = (id: string, endpointType: string, physicalId: string) => new cr.AwsCustomResource(this, id, {
         onUpdate: {
           service: 'Iot',
           action: 'describeEndpoint',
-          parameters: { endpointType: 'iot:Data-ATS' },
-          physicalResourceId: cr.PhysicalResourceId.of('iot-data-ats-endpoint'),
+          parameters: { endpointType },
+          physicalResourceId: cr.PhysicalResourceId.of(physicalId),
         },
         // DescribeEndpoint has no resource-level permissions.
         policy: cr.AwsCustomResourcePolicy.fromSdkCalls({ resources: cr.AwsCustomResourcePolicy.ANY_RESOURCE }),
         installLatestAwsSdk: false,
-        logGroup: new logs.LogGroup(this, 'IotEndpointLookupLogGroup', {
-          retention, removalPolicy: RemovalPolicy.DESTROY,
-        }),
+        logGroup: lookupLogGroup,
       });
+      const lookup = lookUp('IotEndpoint', 'iot:Data-ATS', 'iot-data-ats-endpoint');
       iotDataEndpoint = `https://${lookup.getResponseField('endpointAddress')}`;
+      const credentials = lookUp('IotCredentialsEndpointLookup', 'iot:CredentialProvider', 'iot-credential-provider-endpoint');
+      iotCredentialsEndpoint = `https://${credentials.getResponseField('endpointAddress')}`;
     }
 
     // ------------------------------------------------------------ functions
     const alarmThingPrefix = props.alarmThingPrefix ?? '';
+    // A stack parameter, as in the SAM template: the operator turns the legacy routes on or
+    // off at deploy time (cdk deploy --parameters LegacyKeyRoutes=true).
+    const legacyKeyRoutes = new CfnParameter(this, 'LegacyKeyRoutes', {
+      type: 'String',
+      default: props.legacyKeyRoutes ? 'true' : 'false',
+      allowedValues: ['true', 'false'],
+      description: 'LEGACY_KEY_ROUTES of the ingest functions. true accepts readings on the shared-API-key routes '
+        + '(POST /gasdetector, /dust, /temp) for boxes still running the original pub.py. Weaker: anyone holding '
+        + 'the key can post for any group. false (the default): those routes answer 403 and boxes use their own '
+        + 'identity (POST /things/<thing>/<sensor>).',
+    });
     const sharedEnvironment: Record<string, string> = {
       AWS_ENDPOINT_URL_IOT_DATA_PLANE: iotDataEndpoint,
       OPENSEARCH_URL: openSearchUrl,
@@ -265,6 +295,10 @@ export class SensorIngestStack extends Stack {
     };
     const publishStatement = new iam.PolicyStatement({
       sid: 'PublishWarnings', actions: ['iot:Publish'], resources: [iotArn('topic', `${topicPrefix}/*`)],
+    });
+    // thing -> its `groupid` attribute (read-only): a box may post only for its group.
+    const resolveThingStatement = new iam.PolicyStatement({
+      sid: 'ResolveThingGroup', actions: ['iot:DescribeThing'], resources: [iotArn('thing', '*')],
     });
     for (const sensor of SENSORS) {
       const logGroup = new logs.LogGroup(this, `${sensor.id}LogGroup`, {
@@ -278,6 +312,7 @@ export class SensorIngestStack extends Stack {
         DEVICE_TIMEZONE: props.deviceTimezone ?? 'UTC',
         METRICS_NAMESPACE: metricsNamespace,
         ALARM_MODE: props.alarmMode ?? 'transitions',
+        LEGACY_KEY_ROUTES: legacyKeyRoutes.valueAsString,
       };
       if (props.rules) environment.RULES = props.rules;
       const fn = new RustFunction(this, `${sensor.id}Function`, {
@@ -297,6 +332,7 @@ export class SensorIngestStack extends Stack {
       });
       fn.addToRolePolicy(publishStatement);
       fn.addToRolePolicy(indexStatement);
+      fn.addToRolePolicy(resolveThingStatement);
       this.functions[sensor.name] = fn;
     }
     this.functions.nodata = addAlarms(this, {
@@ -381,6 +417,11 @@ export class SensorIngestStack extends Stack {
         principal: new iam.ServicePrincipal('apigateway.amazonaws.com'),
         sourceArn: this.restApi.arnForExecuteApi('*', `/${sensor.name}`, '*'),
       });
+      // The per-box route (SigV4): POST /things/{thing}/<sensor>.
+      this.functions[sensor.name].addPermission(`${sensor.id}ThingRestInvoke`, {
+        principal: new iam.ServicePrincipal('apigateway.amazonaws.com'),
+        sourceArn: this.restApi.arnForExecuteApi('*', `/things/*/${sensor.name}`, '*'),
+      });
     }
     QUERY_ROUTES.forEach((route, i) => {
       query.addPermission(`QueryRestInvoke${i}`, {
@@ -441,6 +482,32 @@ export class SensorIngestStack extends Stack {
       new CfnOutput(this, 'HttpApiUrl', { value: httpApi.apiEndpoint, description: 'HTTP API base URL (no API keys)' });
     }
 
+    // ------------------------------------------------------------ IoT Core: a box's HTTPS identity
+    // The IoT credentials provider assumes this role for a box's certificate (via the role
+    // alias) and puts the box's thing name into the session (header x-amzn-iot-thingname;
+    // the thing must be attached to the certificate): the box may invoke only its own
+    // thing's routes. Its group is not here: the function checks it against the registry.
+    const stageName = props.stageName ?? 'v1';
+    const httpsRole = new iam.Role(this, 'SensorBoxHttpsRole', {
+      description: "A sensor box's HTTPS identity (IoT credentials provider); POST /things/<its thing>/* only",
+      assumedBy: new iam.ServicePrincipal('credentials.iot.amazonaws.com'),
+      maxSessionDuration: Duration.hours(1),
+      inlinePolicies: {
+        'invoke-own-thing-routes': new iam.PolicyDocument({
+          statements: [new iam.PolicyStatement({
+            actions: ['execute-api:Invoke'],
+            // Literally ${credentials-iot:ThingName}: IAM resolves it per session.
+            resources: [this.restApi.arnForExecuteApi('POST', '/things/${credentials-iot:ThingName}/*', stageName)],
+          })],
+        }),
+      },
+    });
+    const roleAlias = new iot.CfnRoleAlias(this, 'SensorBoxHttpsRoleAlias', {
+      roleAlias: `${this.stackName}-sensor-box`,
+      roleArn: httpsRole.roleArn,
+      credentialDurationSeconds: 3600,
+    });
+
     // ------------------------------------------------------------ IoT Core: the boxes' policy
     const boxPolicy = new iot.CfnPolicy(this, 'SensorBoxPolicy', {
       policyName: `${this.stackName}-sensor-box`,
@@ -473,6 +540,8 @@ export class SensorIngestStack extends Stack {
             ],
           },
           ...boxShadowStatements(iotArn, alarmThingPrefix),
+          // Its HTTPS identity: the credentials provider's role, through this alias only.
+          { Effect: 'Allow', Action: 'iot:AssumeRoleWithCertificate', Resource: roleAlias.attrRoleAliasArn },
         ],
       },
     });
@@ -533,6 +602,9 @@ export class SensorIngestStack extends Stack {
       + "FROM '$aws/events/presence/disconnected/+' WHERE clientInitiatedDisconnect = true", 5);
 
     // ------------------------------------------------------------ IoT Core: readings over MQTT
+    // <root>/<thing>/data/<sensor> -> the sensor's function, invoked directly with
+    // {"thing": <the topic's thing>, "payload": <the raw MQTT payload, base64>}: the IoT policy
+    // lets a box publish only under its own thing, and the function enforces that thing's group.
     if (props.iotDataRules ?? true) {
       for (const sensor of SENSORS) {
         const fn = this.functions[sensor.name];
@@ -541,7 +613,7 @@ export class SensorIngestStack extends Stack {
             description: `MQTT readings to the ${sensor.name} function`,
             awsIotSqlVersion: '2016-03-23',
             ruleDisabled: false,
-            sql: `SELECT * FROM '${deviceRoot}/+/data/${sensor.name}'`,
+            sql: dataRuleSql(deviceRoot, sensor.name),
             errorAction,
             actions: [{ lambda: { functionArn: fn.functionArn } }],
           },
@@ -571,7 +643,10 @@ export class SensorIngestStack extends Stack {
     // ------------------------------------------------------------ outputs
     new CfnOutput(this, 'AlarmTopicArn', { value: this.operations.topic.topicArn, description: 'SNS topic of the CloudWatch alarms' });
     new CfnOutput(this, 'ApiAccessLogGroupName', { value: accessLogs.logGroupName });
-    new CfnOutput(this, 'RestApiUrl', { value: this.restApi.url, description: 'POST <url>gasdetector with header x-api-key' });
+    new CfnOutput(this, 'RestApiUrl', {
+      value: this.restApi.url,
+      description: 'A box POSTs <url>things/<its thing>/gasdetector signed with SigV4 (legacy, with LegacyKeyRoutes true: <url>gasdetector with header x-api-key)',
+    });
     new CfnOutput(this, 'ApiKeyId', {
       value: apiKey.keyId,
       description: 'aws apigateway get-api-key --api-key <id> --include-value --query value --output text',
@@ -581,6 +656,18 @@ export class SensorIngestStack extends Stack {
       value: iotDataEndpoint, description: 'AWS_ENDPOINT_URL_IOT_DATA_PLANE; boxes connect to its host on port 8883',
     });
     new CfnOutput(this, 'SensorBoxPolicyName', { value: boxPolicy.ref, description: "IoT policy for each box's certificate" });
+    new CfnOutput(this, 'SensorBoxRoleAlias', {
+      value: roleAlias.ref,
+      description: "IoT role alias of the boxes' HTTPS identity: GET https://<IotCredentialsEndpoint host>/role-aliases/<alias>/credentials "
+        + 'with the box certificate and header x-amzn-iot-thingname',
+    });
+    if (iotCredentialsEndpoint) {
+      new CfnOutput(this, 'IotCredentialsEndpoint', {
+        value: iotCredentialsEndpoint,
+        description: 'The IoT credentials provider (mutual TLS with the box certificate). Absent when iotDataEndpoint is given: '
+          + 'aws iot describe-endpoint --endpoint-type iot:CredentialProvider',
+      });
+    }
     if (this.domain) {
       new CfnOutput(this, 'OpenSearchDashboardsUrl', { value: `https://${this.domain.domainEndpoint}/_dashboards` });
     }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import { SensorIngestStack, SensorIngestStackProps } from '../lib/sensor-ingest-stack';
+import { SensorIngestStack, SensorIngestStackProps, dataRuleSql } from '../lib/sensor-ingest-stack';
 
 const FUNCTIONS = ['gasdetector', 'dust', 'temp'];
 
@@ -92,6 +92,7 @@ describe('default stack', () => {
       assert.equal(env.ALARM_MODE, 'transitions');
       assert.equal(env.ALARM_THING_TEMPLATE, '{groupid}');
       assert.equal(env.ALARM_SHADOW, 'alarms');
+      assert.deepEqual(env.LEGACY_KEY_ROUTES, { Ref: 'LegacyKeyRoutes' });
     }
     // Functions, nodata, query, IoT endpoint lookup, IoT rule errors, API access logs: every log group expires.
     template.resourceCountIs('AWS::Logs::LogGroup', 8);
@@ -102,7 +103,7 @@ describe('default stack', () => {
     assert.ok(lookup[0].Properties.LoggingConfig?.LogGroup, 'the lookup logs to a log group with retention');
   });
 
-  it('builds the REST API from api/openapi.yaml: POST /gasdetector, /dust, /temp, each requiring an API key', () => {
+  it('builds the REST API from api/openapi.yaml: POST /gasdetector, /dust, /temp with an API key, /things/{thing}/<sensor> with SigV4', () => {
     const apis = Object.values(template.findResources('AWS::ApiGateway::RestApi'));
     assert.equal(apis.length, 1);
     const body = apis[0].Properties.Body;
@@ -111,10 +112,25 @@ describe('default stack', () => {
     assert.equal(body.components.securitySchemes.api_key.name, 'x-api-key');
     assert.equal(body['x-amazon-apigateway-api-key-source'], 'HEADER');
     assert.deepEqual(Object.keys(body.paths).sort(),
-      ['/', '/api/boxes', '/api/readings', '/api/rules', '/api/warnings', '/dust', '/gasdetector', '/temp']);
+      ['/', '/api/boxes', '/api/readings', '/api/rules', '/api/warnings', '/dust', '/gasdetector', '/temp',
+        '/things/{thing}/dust', '/things/{thing}/gasdetector', '/things/{thing}/temp']);
+    assert.deepEqual(body.components.securitySchemes.sigv4, {
+      type: 'apiKey', name: 'Authorization', in: 'header', 'x-amazon-apigateway-authtype': 'awsSigv4',
+      description: body.components.securitySchemes.sigv4.description,
+    });
     for (const name of FUNCTIONS) {
       const item = body.paths[`/${name}`];
-      for (const operation of [item.post, item['x-amazon-apigateway-any-method']]) {
+      const thing = body.paths[`/things/{thing}/${name}`];
+      assert.equal(item.post.security, undefined, `/${name} needs the key`);
+      assert.deepEqual(Object.keys(thing).sort(), ['post', 'x-amazon-apigateway-any-method'], 'no OPTIONS, as /<sensor>');
+      for (const operation of Object.values<any>(thing)) {
+        assert.deepEqual(operation.security, [{ sigv4: [] }], `/things/{thing}/${name}: SigV4, no API key`);
+        assert.deepEqual(operation.parameters, [{ $ref: '#/components/parameters/Thing' }]);
+      }
+      assert.deepEqual(thing.post.requestBody, item.post.requestBody);
+      assert.deepEqual(thing.post.responses, item.post.responses);
+      assert.deepEqual(item.post.responses['403'], { $ref: '#/components/responses/ReadingForbidden' });
+      for (const operation of [item.post, item['x-amazon-apigateway-any-method'], thing.post, thing['x-amazon-apigateway-any-method']]) {
         const integration = operation['x-amazon-apigateway-integration'];
         assert.equal(integration.type, 'aws_proxy');
         assert.equal(integration.httpMethod, 'POST');
@@ -128,7 +144,14 @@ describe('default stack', () => {
         Principal: 'apigateway.amazonaws.com',
         SourceArn: { 'Fn::Join': ['', Match.arrayWith([Match.stringLikeRegexp(`/\\*/\\*/${name}$`)])] },
       });
+      template.hasResourceProperties('AWS::Lambda::Permission', {
+        Principal: 'apigateway.amazonaws.com',
+        SourceArn: { 'Fn::Join': ['', Match.arrayWith([Match.stringLikeRegexp(`/\\*/\\*/things/\\*/${name}$`)])] },
+      });
     }
+    const thing = body.components.parameters.Thing;
+    assert.deepEqual([thing.name, thing.in, thing.required], ['thing', 'path', true]);
+    assert.deepEqual(thing.schema, { type: 'string', pattern: '^[a-zA-Z0-9:_-]+$', minLength: 1, maxLength: 128 });
     template.resourceCountIs('AWS::ApiGateway::Method', 0);
     // The boxes' key and the viewers' key, each in its own usage plan.
     template.resourceCountIs('AWS::ApiGateway::ApiKey', 2);
@@ -156,7 +179,10 @@ describe('default stack', () => {
       assert.equal(es.length, 1);
       assert.deepEqual([...actionsOf(es[0])].sort(), ['es:ESHttpPost', 'es:ESHttpPut']);
       assert.deepEqual(resourcesOf(es[0]), ['arn:${AWS::Partition}:es:eu-west-1:123456789012:domain/sensor-readings/*']);
-      assert.equal(statements.length, 3, `no other permissions for ${name}: ${JSON.stringify(statements)}`);
+      const registry = statements.filter((s) => actionsOf(s).includes('iot:DescribeThing'));
+      assert.deepEqual(registry.map((s) => [actionsOf(s), resourcesOf(s)]),
+        [[['iot:DescribeThing'], ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:thing/*']]]);
+      assert.equal(statements.length, 4, `no other permissions for ${name}: ${JSON.stringify(statements)}`);
     }
   });
 
@@ -212,7 +238,8 @@ describe('default stack', () => {
     const opensearch = ['OPENSEARCH_URL', 'OPENSEARCH_AUTH', 'OPENSEARCH_SERVICE', 'RUST_LOG'];
     const expected: Record<string, string[]> = {
       ingest: [...opensearch, 'INDEX', 'AWS_ENDPOINT_URL_IOT_DATA_PLANE', 'TOPIC_TEMPLATE', 'ACK_MESSAGES',
-        'DEVICE_TIMEZONE', 'METRICS_NAMESPACE', 'ALARM_MODE', 'ALARM_THING_TEMPLATE', 'ALARM_SHADOW'],
+        'DEVICE_TIMEZONE', 'METRICS_NAMESPACE', 'ALARM_MODE', 'ALARM_THING_TEMPLATE', 'ALARM_SHADOW',
+        'LEGACY_KEY_ROUTES'],
       query: [...opensearch, 'QUERY_INDICES', 'VIEWER_KEY_IDS'],
       nodata: [...opensearch, 'NO_DATA_AFTER', 'AWS_ENDPOINT_URL_IOT_DATA_PLANE', 'TOPIC_TEMPLATE',
         'ALARM_THING_TEMPLATE', 'ALARM_SHADOW'],
@@ -332,10 +359,14 @@ describe('default stack', () => {
     for (const name of FUNCTIONS) {
       const fnId = functionLogicalId(template, name);
       const rules = Object.entries(template.findResources('AWS::IoT::TopicRule', {
-        Properties: { TopicRulePayload: { Sql: `SELECT * FROM 'devices/+/data/${name}'` } },
+        Properties: { TopicRulePayload: { Sql: dataRuleSql('devices', name) } },
       }));
       assert.equal(rules.length, 1, `one data rule for ${name}`);
       const [ruleId, rule] = rules[0];
+      // The function gets the thing from the topic and the raw payload: it enforces the thing's group.
+      assert.equal(rule.Properties.TopicRulePayload.Sql,
+        `SELECT topic(2) AS thing, encode(*, 'base64') AS payload FROM 'devices/+/data/${name}'`);
+      assert.equal(rule.Properties.TopicRulePayload.AwsIotSqlVersion, '2016-03-23');
       assert.equal(render(rule.Properties.TopicRulePayload.Actions[0].Lambda.FunctionArn), `\${${fnId}.Arn}`);
       template.hasResourceProperties('AWS::Lambda::Permission', {
         Action: 'lambda:InvokeFunction',
@@ -350,10 +381,112 @@ describe('default stack', () => {
   it('outputs what the deploy guide reads: API URL, API key id, endpoints, policy, functions, roles', () => {
     for (const output of [
       'RestApiUrl', 'ApiKeyId', 'OpenSearchEndpoint', 'OpenSearchDashboardsUrl', 'IotDataEndpoint', 'SensorBoxPolicyName',
+      'SensorBoxRoleAlias', 'IotCredentialsEndpoint',
       'GasdetectorFunctionName', 'DustFunctionName', 'TempFunctionName', 'GasdetectorRoleArn', 'DustRoleArn', 'TempRoleArn',
     ]) {
       assert.ok(json.Outputs[output], output);
     }
+  });
+});
+
+describe('identity: one per box (issue 21)', () => {
+  const template = synth();
+  const json = template.toJSON();
+  const byDescription = (description: string) =>
+    Object.values(template.findResources('AWS::Lambda::Function', { Properties: { Description: description } }))[0];
+  const roleStatements = (fn: { [key: string]: any }): Statement[] => {
+    const roleId = fn.Properties.Role['Fn::GetAtt'][0];
+    return Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((p) => p.Properties.Roles.some((r: { Ref: string }) => r.Ref === roleId))
+      .flatMap((p) => p.Properties.PolicyDocument.Statement);
+  };
+  const others = [
+    byDescription('GET / (the fleet page) and GET /api/* (read API)'),
+    byDescription('scheduled no-data check (every minute)'),
+  ];
+
+  it('has a LegacyKeyRoutes parameter, off by default, read by exactly the ingest functions', () => {
+    const parameter = json.Parameters.LegacyKeyRoutes;
+    assert.equal(parameter.Type, 'String');
+    assert.equal(parameter.Default, 'false');
+    assert.deepEqual(parameter.AllowedValues, ['true', 'false']);
+    assert.match(parameter.Description, /Weaker/);
+    for (const name of FUNCTIONS) {
+      const env = json.Resources[functionLogicalId(template, name)].Properties.Environment.Variables;
+      assert.deepEqual(env.LEGACY_KEY_ROUTES, { Ref: 'LegacyKeyRoutes' }, name);
+    }
+    for (const fn of others) assert.equal(fn.Properties.Environment.Variables.LEGACY_KEY_ROUTES, undefined);
+    assert.equal(synth({ legacyKeyRoutes: true }).toJSON().Parameters.LegacyKeyRoutes.Default, 'true');
+  });
+
+  it('lets only the ingest functions read the registry (DescribeThing on things)', () => {
+    for (const name of FUNCTIONS) {
+      const found = functionStatements(template, name).filter((s) => actionsOf(s).some((a) => a.includes('Thing') && !a.includes('Shadow')));
+      assert.deepEqual(found.map((s) => [actionsOf(s), resourcesOf(s)]),
+        [[['iot:DescribeThing'], ['arn:${AWS::Partition}:iot:eu-west-1:123456789012:thing/*']]], name);
+    }
+    for (const fn of others) {
+      const actions = roleStatements(fn).flatMap(actionsOf);
+      assert.ok(!actions.some((a) => a === 'iot:DescribeThing' || a.startsWith('iot:List')), JSON.stringify(actions));
+    }
+  });
+
+  it("gives a box's HTTPS role only POST on its own thing's routes, trusted by the IoT credentials provider", () => {
+    const roles = Object.entries(template.findResources('AWS::IAM::Role', {
+      Properties: { AssumeRolePolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Principal: { Service: 'credentials.iot.amazonaws.com' } })]) } },
+    }));
+    assert.equal(roles.length, 1, 'one role for the credentials provider');
+    const [roleId, role] = roles[0];
+    assert.equal(role.Properties.MaxSessionDuration, 3600);
+    assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement, [
+      { Effect: 'Allow', Principal: { Service: 'credentials.iot.amazonaws.com' }, Action: 'sts:AssumeRole' },
+    ]);
+    assert.equal(role.Properties.Policies.length, 1);
+    const [statement] = role.Properties.Policies[0].PolicyDocument.Statement;
+    assert.equal(role.Properties.Policies[0].PolicyDocument.Statement.length, 1);
+    assert.equal(statement.Effect, 'Allow');
+    assert.equal(statement.Action, 'execute-api:Invoke');
+    assert.match(render(statement.Resource),
+      /^arn:\$\{AWS::Partition\}:execute-api:eu-west-1:123456789012:\$\{RestApi[0-9A-F]*\}\/v1\/POST\/things\/\$\{credentials-iot:ThingName\}\/\*$/);
+    assert.equal(role.Properties.ManagedPolicyArns, undefined);
+    // No other policy attached to it.
+    const attached = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((p) => p.Properties.Roles.some((r: { Ref: string }) => r.Ref === roleId));
+    assert.equal(attached.length, 0);
+    // The alias the boxes ask the credentials provider for.
+    const aliases = Object.entries(template.findResources('AWS::IoT::RoleAlias'));
+    assert.equal(aliases.length, 1);
+    const [aliasId, alias] = aliases[0];
+    assert.deepEqual(alias.Properties, {
+      RoleAlias: 'Test-sensor-box',
+      RoleArn: { 'Fn::GetAtt': [roleId, 'Arn'] },
+      CredentialDurationSeconds: 3600,
+    });
+    assert.deepEqual(json.Outputs.SensorBoxRoleAlias.Value, { Ref: aliasId });
+    assert.match(render(json.Outputs.IotCredentialsEndpoint.Value), /^https:\/\/\$\{IotCredentialsEndpointLookup[^}]*\.endpointAddress\}$/);
+    const lookup = Object.values(template.findResources('Custom::AWS'))
+      .map((r) => JSON.stringify(r.Properties.Update));
+    assert.equal(lookup.length, 2);
+    assert.ok(lookup.some((u) => u.includes('iot:CredentialProvider')), lookup.join());
+    // No group id in the HTTPS identity: the function checks the group in the registry.
+    assert.ok(!JSON.stringify([role, alias]).toLowerCase().includes('groupid'));
+  });
+
+  it('lets a box assume the role through the alias only', () => {
+    const policy = Object.values(template.findResources('AWS::IoT::Policy'))[0];
+    const statements: Statement[] = policy.Properties.PolicyDocument.Statement;
+    const assume = statements.filter((s) => actionsOf(s).some((a) => a.includes('AssumeRole')));
+    const [aliasId] = Object.keys(template.findResources('AWS::IoT::RoleAlias'));
+    assert.deepEqual(assume, [
+      { Effect: 'Allow', Action: 'iot:AssumeRoleWithCertificate', Resource: { 'Fn::GetAtt': [aliasId, 'RoleAliasArn'] } },
+    ]);
+  });
+
+  it('names the credentials provider in the output description when the IoT endpoint is given', () => {
+    const given = synth({ iotDataEndpoint: 'https://abc-ats.iot.eu-west-1.amazonaws.com' }).toJSON();
+    assert.equal(given.Outputs.IotCredentialsEndpoint, undefined);
+    assert.ok(given.Outputs.SensorBoxRoleAlias);
+    assert.match(json.Outputs.IotCredentialsEndpoint.Description, /--endpoint-type iot:CredentialProvider/);
   });
 });
 

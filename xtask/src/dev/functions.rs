@@ -41,6 +41,14 @@ fn env(ports: &Ports, opensearch_url: &str) -> Vec<(String, String)> {
             "OPENSEARCH_AUTH".into(),
             std::env::var("OPENSEARCH_AUTH").unwrap_or_else(|_| "none".into()),
         ),
+        // The IoT registry (moto's control plane): which group each box may write.
+        (
+            "AWS_ENDPOINT_URL_IOT".into(),
+            format!("http://{HOST}:{}", ports.registry),
+        ),
+        // The shared-key routes stay open locally, as the API key is optional here, so
+        // the README's curl lines work; deployed stacks refuse them by default.
+        ("LEGACY_KEY_ROUTES".into(), "true".into()),
         ("AWS_REGION".into(), "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID".into(), "AKIDLOCALAWS".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "local-aws-secret".into()),

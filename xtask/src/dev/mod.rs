@@ -1,7 +1,8 @@
 //! `cargo xtask dev`: the whole system on localhost.
 //!
 //! Installs what is missing (cargo-lambda and osmem-server into `target/venv`), then starts
-//! osmem-server (unless `OPENSEARCH_URL` is set) with the index templates applied, the
+//! osmem-server (unless `OPENSEARCH_URL` is set) with the index templates applied, the IoT
+//! registry (moto's control plane, the simulated box registered in it), the
 //! `local-aws` binary (MQTT broker, IoT data-plane endpoint, API Gateway emulator) and
 //! `cargo lambda watch` serving the three ingest functions, the no-data check and the
 //! `query` function (the read API and the page on http://127.0.0.1:3000/). Each peer runs in its own process
@@ -17,6 +18,7 @@ mod opensearch_peer;
 mod options;
 mod peers;
 mod ports;
+mod registry;
 mod simulated_box;
 mod summary;
 
@@ -28,6 +30,8 @@ use peers::Peers;
 const HOST: &str = "127.0.0.1";
 /// The simulated box's IoT thing (its device certificate is issued by local-aws).
 const BOX_THING: &str = "sensorbox-box-1";
+/// The simulated box's group: its `groupid` attribute in the registry.
+const BOX_GROUP: &str = "box-1";
 /// The Lambda functions `cargo lambda watch` serves (binary = function name).
 const FUNCTIONS: [&str; 3] = ["gasdetector", "dust", "temp"];
 /// The read API and the page (`GET /`, `GET /api/...` through the gateway).
@@ -61,6 +65,8 @@ pub fn run(args: &[String]) -> Result {
     let logs = root().join("target").join("dev");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
     let opensearch_url = opensearch_peer::start(&mut peers, &opensearch, ports.opensearch, &logs)?;
+    registry::start(&mut peers, ports.registry, &logs)?;
+    registry::register_box(ports.registry, BOX_THING, BOX_GROUP)?;
     functions::start_watch(&mut peers, &cargo_lambda, &options, &opensearch_url, &logs)?;
     functions::warm_up_all(&mut peers, ports.watch)?;
     // The broker, the IoT endpoint and the gateway last: the gateway's port opens only

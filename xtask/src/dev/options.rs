@@ -11,6 +11,7 @@ usage: cargo xtask dev [options]
   --opensearch-port N   osmem-server             (default 9200, env DEV_OPENSEARCH_PORT)
   --watch-port N        cargo lambda watch       (default 9000, env DEV_WATCH_PORT)
   --gateway-port N      API Gateway emulator     (default 3000, env DEV_GATEWAY_PORT)
+  --registry-port N     IoT registry (moto)      (default 5010, env DEV_REGISTRY_PORT)
   --release             build the functions in release mode
   --box                 also run a simulated box (sensorbox with simulate sources for
                         gasdetector, dust and temp, every 5 s) against the gateway; it
@@ -31,6 +32,7 @@ pub struct Ports {
     pub opensearch: u16,
     pub watch: u16,
     pub gateway: u16,
+    pub registry: u16,
 }
 
 pub struct Options {
@@ -77,6 +79,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             opensearch: env_port("DEV_OPENSEARCH_PORT", 9200)?,
             watch: env_port("DEV_WATCH_PORT", 9000)?,
             gateway: env_port("DEV_GATEWAY_PORT", 3000)?,
+            registry: env_port("DEV_REGISTRY_PORT", 5010)?,
         },
         release: false,
         simulated_box: false,
@@ -102,6 +105,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             "--opensearch-port" => &mut options.ports.opensearch,
             "--watch-port" => &mut options.ports.watch,
             "--gateway-port" => &mut options.ports.gateway,
+            "--registry-port" => &mut options.ports.registry,
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         };
         let value = it.next().ok_or_else(|| format!("{flag} needs a port"))?;

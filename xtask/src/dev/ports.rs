@@ -16,6 +16,7 @@ pub fn check_free(ports: &Ports, with_osmem: bool) -> Result {
         (ports.iot, "IoT data-plane endpoint (--iot-port)"),
         (ports.watch, "cargo lambda watch (--watch-port)"),
         (ports.gateway, "gateway (--gateway-port)"),
+        (ports.registry, "IoT registry (--registry-port)"),
     ];
     if with_osmem {
         wanted.push((ports.opensearch, "osmem-server (--opensearch-port)"));

@@ -3,7 +3,7 @@
 
 use super::options::Options;
 use super::peers::Peers;
-use super::{BOX_THING, FUNCTIONS, HOST};
+use super::{BOX_GROUP, BOX_THING, FUNCTIONS, HOST};
 use crate::tools::{root, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,7 +19,7 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path) -> Result {
     let config = dir.join("config.toml");
     let certs = logs.join("certs");
     let mut text = format!(
-        "api_url = \"http://{HOST}:{gateway}\"\ngroupid = \"box-1\"\n\
+        "api_url = \"http://{HOST}:{gateway}\"\ngroupid = \"{BOX_GROUP}\"\n\
          gps = \"37.61002501514269, 126.99636868892937\"\nthing_name = \"{BOX_THING}\"\n\
          clock = \"system\"\n[queue]\npath = \"{queue}\"\n\
          [mqtt]\nendpoint = \"localhost\"\nport = {mqtts}\nkeep_alive_s = 30\n\
@@ -44,9 +44,9 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path) -> Result {
         .arg(&config)
         .env("RUST_LOG", "sensorbox=info")
         .stdin(Stdio::null());
-    peers.spawn("sensorbox (simulated box, group box-1)", &mut command)?;
+    peers.spawn("sensorbox (simulated box)", &mut command)?;
     println!(
-        "simulated box: group box-1, gasdetector/dust/temp every 5 s, config {}\n  \
+        "simulated box: group {BOX_GROUP}, gasdetector/dust/temp every 5 s, config {}\n  \
          queue:   target/{profile}/sensorbox --config {} queue\n  \
          status:  target/{profile}/sensorbox --config {} status\n  \
          shadow:  curl -s http://{HOST}:{iot}/things/{BOX_THING}/shadow\n",

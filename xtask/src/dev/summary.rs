@@ -38,6 +38,7 @@ local stack ready (Ctrl-C stops everything)
   IoT endpoint   http://{HOST}:{iot}   (AWS_ENDPOINT_URL_IOT_DATA_PLANE)
   MQTT broker    mqtt://{HOST}:{mqtt}   mqtts://localhost:{mqtts} (client certificate from target/dev/certs)
   OpenSearch     {opensearch_url}
+  IoT registry   http://{HOST}:{registry}   (moto; AWS_ENDPOINT_URL_IOT: which group each box may write)
   logs           target/dev/
 
 try it:
@@ -51,6 +52,7 @@ try it:
         iot = ports.iot,
         mqtt = ports.mqtt,
         mqtts = ports.mqtts,
+        registry = ports.registry,
     );
 }
 

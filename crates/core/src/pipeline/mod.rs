@@ -34,8 +34,10 @@ use sensor_model::alarms::settings::AlarmMode;
 use sensor_model::document::Document;
 use sensor_model::domain::arrival::Arrival;
 use sensor_model::domain::error::ValidationError;
+use sensor_model::domain::group_id::GroupId;
 use sensor_model::domain::reading::Reading;
 use sensor_model::domain::sensor::Sensor;
+use sensor_model::domain::thing_name::ThingName;
 use sensor_model::topic::Topic;
 use sensor_model::warning::Warning;
 use tokio::time::Instant;
@@ -110,8 +112,21 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
 
     /// Runs a request's readings through the pipeline. Invalid ones are reported and
     /// touch nothing; valid ones are published and indexed; `deadline` bounds retries.
+    /// For readings whose sender the registry vouches for, see [`Pipeline::ingest_from`].
     pub async fn ingest(
         &self,
+        readings: Vec<Result<Reading, ValidationError>>,
+        deadline: Instant,
+    ) -> Vec<Outcome> {
+        self.ingest_from(None, readings, deadline).await
+    }
+
+    /// Like [`Pipeline::ingest`], for readings sent by the box `sender` that the registry
+    /// binds to a group: a reading of another group is [`Outcome::Forbidden`] and, like
+    /// an invalid one, touches nothing.
+    pub async fn ingest_from(
+        &self,
+        sender: Option<(&ThingName, &GroupId)>,
         readings: Vec<Result<Reading, ValidationError>>,
         deadline: Instant,
     ) -> Vec<Outcome> {
@@ -122,6 +137,14 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
             match reading {
                 Err(e) => outcomes.push(Some(Outcome::Invalid(e))),
                 Ok(reading) => {
+                    if let Some((thing, bound)) =
+                        sender.filter(|(_, bound)| *bound != reading.group())
+                    {
+                        tracing::warn!(sensor = %self.settings.sensor, %thing, bound = %bound, claimed = %reading.group(), "reading for another group refused");
+                        let refusal = crate::binding::other_group(thing, bound, reading.group());
+                        outcomes.push(Some(Outcome::Forbidden(refusal)));
+                        continue;
+                    }
                     let (document, warnings, skew_warn_s) =
                         check::check_with_skew(&self.settings, &reading, arrival);
                     let topic = self

@@ -14,6 +14,9 @@ pub enum Outcome {
     },
     /// Final: resending it will not help.
     Invalid(ValidationError),
+    /// Its `groupid` is not the group the registry binds its box to: nothing was stored,
+    /// published or applied to alarm state (403 `forbidden`).
+    Forbidden(ValidationError),
     /// A downstream failure outlasted the retries: the box must resend (safe: same id).
     Unavailable {
         id: String,

@@ -115,7 +115,7 @@ impl<P: Publisher> Publishing<'_, P> {
         let failures: Vec<String> = outcomes
             .iter()
             .filter_map(|o| match o {
-                Outcome::Invalid(e) => Some(e.to_string()),
+                Outcome::Invalid(e) | Outcome::Forbidden(e) => Some(e.to_string()),
                 Outcome::Unavailable { reason, .. } | Outcome::Rejected { reason, .. } => {
                     Some(reason.clone())
                 }

@@ -78,6 +78,9 @@ pub struct RequestCounts {
     pub retry: u32,
     /// Readings OpenSearch refused for good (answered `rejected`, dead-lettered by the box).
     pub rejected: u32,
+    /// Readings for another group than the registry binds their box to (403): a box
+    /// misconfigured, or one that is not what it claims.
+    pub forbidden: u32,
     pub warnings: u32,
 }
 
@@ -99,6 +102,7 @@ impl RequestCounts {
                     counts.warnings += u32::try_from(warnings.len()).unwrap_or(u32::MAX);
                 }
                 Outcome::Invalid(_) => counts.invalid += 1,
+                Outcome::Forbidden(_) => counts.forbidden += 1,
                 Outcome::Unavailable { .. } => counts.retry += 1,
                 Outcome::Rejected { warnings, .. } => {
                     counts.rejected += 1;
@@ -230,6 +234,7 @@ impl MetricsWriter {
             ("ReadingsDuplicate", Unit::Count, f64::from(c.duplicate)),
             ("ReadingsInvalid", Unit::Count, f64::from(c.invalid)),
             ("ReadingsRejected", Unit::Count, f64::from(c.rejected)),
+            ("ReadingsForbidden", Unit::Count, f64::from(c.forbidden)),
             ("WarningsPublished", Unit::Count, f64::from(c.warnings)),
             // Issue 13 (alarm state): `("AlarmTransitions", Unit::Count, ...)` goes here,
             // counted from the outcomes like the warnings above.

@@ -100,6 +100,7 @@ pub fn finish(
         invalid = counts.invalid,
         retry = counts.retry,
         rejected = counts.rejected,
+        forbidden = counts.forbidden,
         warnings = counts.warnings,
         retries = iot.retries + opensearch.retries,
         failures = iot.failures + opensearch.failures,

@@ -5,8 +5,8 @@
 use lambda_http::{Body, Request, Response};
 use sensor_core::pipeline::Pipeline;
 use sensor_core::ports::{
-    AlarmStore, DownstreamError, IndexOutcome, Indexer, MemoryAlarmStore, Message, Publisher,
-    StoreOutcome, Versioned,
+    AlarmStore, DownstreamError, IndexOutcome, Indexer, MemoryAlarmStore, MemoryRegistry, Message,
+    Publisher, StoreOutcome, Versioned,
 };
 use sensor_core::retry::RetryPolicy;
 use sensor_lambda::app::App;
@@ -142,10 +142,12 @@ impl AlarmStore for FakeAlarmStore {
 
 /// The handler with fake ports and a fast retry policy (4 attempts, millisecond waits).
 pub struct Harness {
-    pub app: App<FakePublisher, FakeIndexer, FakeAlarmStore>,
+    pub app: App<FakePublisher, FakeIndexer, FakeAlarmStore, MemoryRegistry>,
     pub publisher: FakePublisher,
     pub indexer: FakeIndexer,
     pub alarms: FakeAlarmStore,
+    /// The boxes the handler knows (none until a test registers one).
+    pub registry: MemoryRegistry,
 }
 
 impl Harness {
@@ -154,7 +156,13 @@ impl Harness {
     }
 
     /// Extra configuration on top of the required variables (`RULES`, `INDEX`, ...).
+    /// The shared-key routes are on unless `extra` sets `LEGACY_KEY_ROUTES`: most tests
+    /// post the seed's payload to `/gasdetector`, as the contract's samples do.
     pub fn with_env(sensor: Sensor, extra: &[(&str, &str)]) -> Harness {
+        let settings = config_with(sensor, extra);
+        let legacy =
+            extra.iter().all(|(key, _)| *key != "LEGACY_KEY_ROUTES") || settings.legacy_key_routes;
+        let registry = MemoryRegistry::default();
         let publisher = FakePublisher::default();
         let indexer = FakeIndexer::default();
         let alarms = FakeAlarmStore::default();
@@ -164,18 +172,17 @@ impl Harness {
             max_delay: Duration::from_millis(5),
             attempt_timeout: Duration::from_millis(500),
         };
-        let pipeline = Pipeline::new(
-            &config_with(sensor, extra).pipeline,
-            publisher.clone(),
-            indexer.clone(),
-        )
-        .with_retry_policy(fast)
-        .with_alarm_store(alarms.clone());
+        let pipeline = Pipeline::new(&settings.pipeline, publisher.clone(), indexer.clone())
+            .with_retry_policy(fast)
+            .with_alarm_store(alarms.clone());
         Harness {
-            app: App::from_pipeline(pipeline),
+            app: App::from_pipeline(pipeline)
+                .with_registry(registry.clone())
+                .with_legacy_key_routes(legacy),
             publisher,
             indexer,
             alarms,
+            registry,
         }
     }
 

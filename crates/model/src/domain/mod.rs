@@ -10,4 +10,5 @@ pub mod measure;
 pub mod reading;
 pub mod sensor;
 pub mod sensor_label;
+pub mod thing_name;
 pub mod value;

@@ -1,0 +1,195 @@
+//! One identity per box, through the local stack with real peers: readings published over
+//! MQTT by an independent client (rumqttc) on `devices/<thing>/data/gasdetector`, the
+//! local IoT rules turning them into the stacks' envelope (`topic(2)` and the base64
+//! payload), the functions under `cargo lambda watch` asking moto's IoT registry (with
+//! `aws-sdk-iot`) which group the box belongs to, and osmem-server holding what was stored.
+
+use integration_tests::{
+    eventually, function_env, gas_reading, iot_client, start_watch, wait_for_gasdetector,
+    with_registry, ChildGuard, Moto, OpenSearch, Subscriber,
+};
+use local_aws::{
+    Broker, Gateway, GatewayConfig, IotEndpoint, IotRules, IotRulesConfig, MqttPublisher,
+};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+struct Stack {
+    broker: Broker,
+    opensearch: OpenSearch,
+    registry: Moto,
+    iot: IotEndpoint,
+    _rules: IotRules,
+    _gateway: Gateway,
+    _watch: ChildGuard,
+}
+
+async fn start_stack() -> Stack {
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let broker = Broker::start(any).await.expect("mosquitto");
+    let iot = IotEndpoint::start(any, broker.publisher())
+        .await
+        .expect("IoT endpoint");
+    let opensearch = OpenSearch::start().await;
+    let registry = Moto::start().await;
+    // REGISTRY_CACHE_TTL=1 (with_registry): a move shows within about a second.
+    let env = with_registry(function_env(&iot.url(), &opensearch.url), &registry.url);
+    let (watch, watch_port) = start_watch(&env, &[]).await;
+    let invoke = format!("http://127.0.0.1:{watch_port}");
+    let rules = IotRules::start(
+        IotRulesConfig {
+            broker: broker.local_addr(),
+            device_root: "devices".into(),
+            invoke_base: Some(invoke.clone()),
+            sensors: local_aws::gateway::INGEST_FUNCTIONS
+                .map(String::from)
+                .to_vec(),
+        },
+        iot.shadows().clone(),
+        broker.publisher(),
+    )
+    .await
+    .expect("rules");
+    let gateway = Gateway::start(any, GatewayConfig::sensors(invoke))
+        .await
+        .expect("gateway");
+    wait_for_gasdetector(gateway.local_addr().port()).await;
+    Stack {
+        broker,
+        opensearch,
+        registry,
+        iot,
+        _rules: rules,
+        _gateway: gateway,
+        _watch: watch,
+    }
+}
+
+/// Publishes `payload` as box `thing` would (QoS 1, its data topic).
+async fn publish(box_client: &MqttPublisher, thing: &str, payload: String) {
+    box_client
+        .publish(
+            &format!("devices/{thing}/data/gasdetector"),
+            payload.into(),
+            1,
+            false,
+        )
+        .await
+        .expect("publish");
+}
+
+async fn count(stack: &Stack, group: &str) -> u64 {
+    stack
+        .opensearch
+        .count("gasdetect", json!({"term": {"groupid": group}}))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_writes_only_its_own_group_and_a_move_takes_effect_after_the_ttl() {
+    let stack = start_stack().await;
+    let run = std::process::id();
+    let (thing, own, other) = (
+        format!("pi-{run}"),
+        format!("ida-{run}"),
+        format!("idb-{run}"),
+    );
+    stack.registry.register_box(&thing, &own).await;
+    let mut warnings = Subscriber::connect(stack.broker.local_addr(), "pi/#").await;
+    let box_client = stack.broker.publisher();
+
+    // One message, two readings: its own group's and another's, both breaching no2. One
+    // invocation answers both, so once its own reading is searchable the other's fate is
+    // decided too.
+    let batch = format!(
+        "[{}, {}]",
+        gas_reading(&other, "95", "2026-12-04 10:00:00"),
+        gas_reading(&own, "95", "2026-12-04 10:00:00"),
+    );
+    publish(&box_client, &thing, batch).await;
+    let stored = eventually("its own group's reading", Duration::from_secs(60), || {
+        let count = count(&stack, &own);
+        async move { Some(count.await).filter(|n| *n >= 1) }
+    })
+    .await;
+    assert_eq!(stored, 1);
+    assert_eq!(
+        count(&stack, &other).await,
+        0,
+        "nothing stored for the other group"
+    );
+    // Its own group's alarm arrives; then a marker published after it closes the window
+    // in which a warning for the refused reading (same invocation) would have arrived.
+    let mut topics = Vec::new();
+    while !topics.contains(&format!("pi/{own}")) {
+        topics.push(warnings.next().await.0);
+    }
+    let marker = format!("pi/marker-{run}");
+    iot_client(&stack.iot.url())
+        .publish()
+        .topic(&marker)
+        .qos(1)
+        .payload(aws_sdk_iotdataplane::primitives::Blob::new(b"{}".to_vec()))
+        .send()
+        .await
+        .expect("marker");
+    loop {
+        let (topic, _, _) = warnings.next().await;
+        if topic == marker {
+            break;
+        }
+        topics.push(topic);
+    }
+    assert_eq!(topics, [format!("pi/{own}")], "one alarm, its own group's");
+
+    // Moved to the other group: within the cache TTL its readings for that group are
+    // taken. Each try is a new reading (a new createdtime), so a refused one is not
+    // mistaken for a stored one.
+    stack.registry.move_box(&thing, &other).await;
+    let mut minute = 0;
+    eventually(
+        "a reading for the new group",
+        Duration::from_secs(60),
+        || {
+            minute += 1;
+            let reading = gas_reading(
+                &other,
+                "40",
+                &format!("2026-12-04 11:{:02}:00", minute % 60),
+            );
+            let (client, thing, stack, other) = (&box_client, &thing, &stack, &other);
+            async move {
+                publish(client, thing, reading).await;
+                // At most two readings a second while the old answer is still cached.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Some(count(stack, other).await).filter(|n| *n >= 1)
+            }
+        },
+    )
+    .await;
+    // And its old group is now refused.
+    let before = count(&stack, &own).await;
+    // (A co sensor id of its own marks this message's readings.)
+    let marked =
+        |group: &str| gas_reading(group, "40", "2026-12-04 12:00:00").replace("0005", "9005");
+    publish(
+        &box_client,
+        &thing,
+        format!("[{}, {}]", marked(&own), marked(&other)),
+    )
+    .await;
+    eventually("the new group's reading", Duration::from_secs(60), || {
+        let count = stack.opensearch.count(
+            "gasdetect",
+            json!({"bool": {"filter": [{"term": {"groupid": other.clone()}}, {"term": {"co.sensorid": "9005"}}]}}),
+        );
+        async move { Some(count.await).filter(|n| *n >= 1) }
+    })
+    .await;
+    assert_eq!(
+        count(&stack, &own).await,
+        before,
+        "the old group refused after the move"
+    );
+}
