@@ -42,11 +42,7 @@ async fn start_stack(dir: &Path) -> Stack {
     let certs = Certs::ensure(&dir.join("certs")).expect("local CA");
     let broker = Broker::start_with(BrokerConfig {
         plain: any(),
-        tls: Some(TlsListener {
-            addr: any(),
-            ca: certs.ca(),
-            server: certs.server(),
-        }),
+        tls: Some(TlsListener::from_certs(any(), &certs)),
         dir: None,
     })
     .await
@@ -405,4 +401,108 @@ async fn readings_over_mqtt_reach_the_index_and_leave_the_queue_on_puback() {
         async move { (depth == Some(0)).then_some(()) }
     })
     .await;
+}
+
+/// A box key and a certificate for it from the registry at `registry` (the local CA signs
+/// the CSR, as AWS's does): the box's `[mqtt]` section and the certificate's id.
+async fn enrolled(stack: &Stack, registry: &str, dir: &Path, thing: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, thing);
+    let csr = params
+        .serialize_request(&key)
+        .expect("CSR")
+        .pem()
+        .expect("PEM");
+    let (id, pem) = integration_tests::certificate_from_csr(registry, &csr).await;
+    let (key_path, cert_path) = (
+        dir.join(format!("{thing}.key")),
+        dir.join(format!("{thing}.crt")),
+    );
+    std::fs::write(&key_path, key.serialize_pem()).expect("key");
+    std::fs::write(&cert_path, pem).expect("certificate");
+    let mqtt = format!(
+        "port = {port}\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"",
+        port = stack.broker.tls_addr().expect("TLS listener").port(),
+        ca = stack.certs.ca().display(),
+        cert = cert_path.display(),
+        key = key_path.display(),
+    );
+    (mqtt, id)
+}
+
+fn connected_at(stack: &Stack, thing: &str) -> Option<i64> {
+    let reported = reported(stack, thing)?;
+    (reported["connected"] == json!(true)).then(|| reported["connectedAt"].as_i64())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_box_is_refused_at_connect_and_another_box_keeps_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start_stack(dir.path()).await;
+    let reload: local_aws::registry::Reload = std::sync::Arc::new(stack.broker.reloader());
+    let front = local_aws::RegistryFront::start_revoking(
+        any(),
+        stack.registry.url.clone(),
+        stack.certs.clone(),
+        Some(reload),
+    )
+    .await
+    .expect("registry front");
+    let run = fastrand::u32(..);
+    let (stolen, other) = (format!("stolen-{run}"), format!("other-{run}"));
+    let (stolen_mqtt, stolen_id) = enrolled(&stack, &front.url(), dir.path(), &stolen).await;
+    let (other_mqtt, _) = enrolled(&stack, &front.url(), dir.path(), &other).await;
+    let stolen_box = write_box(dir.path(), &stolen, &stack, "g1", "", &stolen_mqtt);
+    let other_box = write_box(dir.path(), &other, &stack, "g2", "", &other_mqtt);
+    let agents = [start_agent(&stolen_box), start_agent(&other_box)];
+    // Both certificates from the registry get in.
+    for thing in [&stolen, &other] {
+        eventually("both boxes connected", Duration::from_secs(30), || {
+            let at = connected_at(&stack, thing);
+            async move { at }
+        })
+        .await;
+    }
+    let before = connected_at(&stack, &other).expect("connected");
+    let stolen_before = connected_at(&stack, &stolen).expect("connected");
+
+    integration_tests::revoke_certificate(&front.url(), &stolen_id).await;
+    drop(agents);
+    let (mut stolen_agent, mut other_agent) = (start_agent(&stolen_box), start_agent(&other_box));
+
+    // The other box reconnects (a connect report newer than before the revocation)...
+    eventually(
+        "the other box to reconnect",
+        Duration::from_secs(60),
+        || {
+            other_agent.assert_running();
+            let at = connected_at(&stack, &other);
+            async move { at.filter(|at| *at > before) }
+        },
+    )
+    .await;
+    // ...the revoked one is refused at the handshake, again and again.
+    let errors = eventually(
+        "the revoked box refused twice",
+        Duration::from_secs(60),
+        || {
+            stolen_agent.assert_running();
+            let text = log_text(&stolen_box);
+            let errors = text
+                .lines()
+                .filter(|l| l.contains("MQTT:") && l.contains("ERROR"))
+                .count();
+            async move { (errors >= 2).then_some(errors) }
+        },
+    )
+    .await;
+    assert!(errors >= 2);
+    // No connect of the revoked box since the revocation.
+    assert_eq!(
+        reported(&stack, &stolen).and_then(|r| r["connectedAt"].as_i64()),
+        Some(stolen_before)
+    );
 }

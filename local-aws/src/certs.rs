@@ -51,6 +51,10 @@ impl Certs {
                 }
             }
         }
+        if !certs.crl().exists() {
+            let _ = fs::remove_file(certs.dir.join(REVOKED));
+            certs.write_crl()?;
+        }
         let server = certs.identity("server");
         if !server.cert.exists() || !server.key.exists() {
             certs.issue(
@@ -121,7 +125,68 @@ impl Certs {
     }
 }
 
+/// The revoked serial numbers (hex, one a line) the revocation list is made from.
+const REVOKED: &str = "revoked.txt";
+
 impl Certs {
+    /// The CA's certificate revocation list (PEM): the broker's TLS listener refuses the
+    /// certificates it names. Written empty with the CA, rewritten on each revocation.
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("crl.pem")
+    }
+
+    /// Adds the certificate with `serial` to the revocation list (idempotent).
+    pub fn revoke(&self, serial: &[u8]) -> Result<(), String> {
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        let list = self.dir.join(REVOKED);
+        let mut serials = fs::read_to_string(&list).unwrap_or_default();
+        if !serials.lines().any(|line| line == hex) {
+            serials.push_str(&hex);
+            serials.push('\n');
+            write(&list, &serials)?;
+        }
+        self.write_crl()
+    }
+
+    /// Signs and writes the revocation list of the serials in `revoked.txt`.
+    fn write_crl(&self) -> Result<(), String> {
+        let serials = fs::read_to_string(self.dir.join(REVOKED)).unwrap_or_default();
+        let now = time::OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::new();
+        for line in serials.lines().filter(|l| !l.is_empty()) {
+            let bytes = (0..line.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(line.get(i..i + 2).unwrap_or("zz"), 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| format!("{REVOKED}: {line:?} is not a hex serial"))?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&bytes),
+                revocation_time: now,
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(365),
+            crl_number: rcgen::SerialNumber::from_slice(
+                &u64::try_from(now.unix_timestamp())
+                    .unwrap_or(1)
+                    .to_be_bytes(),
+            ),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let ca_key = read(&self.dir.join("ca.key"))?;
+        let ca_key = KeyPair::from_pem(&ca_key).map_err(|e| format!("CA key: {e}"))?;
+        let crl = params
+            .signed_by(&Issuer::new(ca_params(), ca_key))
+            .map_err(|e| format!("revocation list: {e}"))?;
+        let pem = crl.pem().map_err(|e| format!("revocation list: {e}"))?;
+        write(&self.crl(), &pem)
+    }
+
     /// A client certificate for the key in `csr_pem` (a PEM certificate request), signed by
     /// the local CA: what `CreateCertificateFromCsr` does with AWS's CA. The subject is the
     /// CSR's; the usage is client authentication, as IoT Core's device certificates.

@@ -93,11 +93,7 @@ impl Stack {
         let (tls, certs) = match &config.mqtt_tls {
             Some(tls) => {
                 let certs = Certs::ensure(&tls.certs)?;
-                let listener = TlsListener {
-                    addr: tls.addr,
-                    ca: certs.ca(),
-                    server: certs.server(),
-                };
+                let listener = TlsListener::from_certs(tls.addr, &certs);
                 (Some(listener), Some(certs))
             }
             None => (None, None),

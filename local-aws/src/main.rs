@@ -2,7 +2,7 @@
 //! endpoint, the IoT rules and the API Gateway emulator in one process. Prints what it
 //! bound, then serves until Ctrl-C / SIGTERM.
 
-use local_aws::{GatewayConfig, Stack, StackConfig, TlsConfig};
+use local_aws::{GatewayConfig, RegistryFront, Stack, StackConfig, TlsConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,10 @@ usage: local-aws [options]
   --api-key KEY        require this x-api-key where api/openapi.yaml requires a
                        key (403 otherwise), as the deployed API does; default: no
                        key checked
+  --moto-url URL       moto server (its IoT control plane is the registry); with
+                       --certs, serve the registry in front of it on --registry-port
+  --registry-port N    the IoT registry port (default 5010): moto, except that
+                       CreateCertificateFromCsr is signed by the local CA
   --quiet              no per-request log lines
 ";
 
@@ -48,6 +52,8 @@ struct Options {
     timeout: u64,
     quiet: bool,
     api_key: Option<String>,
+    moto: Option<String>,
+    registry: u16,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -66,6 +72,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         timeout: 600,
         quiet: false,
         api_key: None,
+        moto: None,
+        registry: 5010,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -105,6 +113,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--invoke-url" => options.invoke = value.clone(),
             "--stage" => options.stage = value.clone(),
             "--api-key" => options.api_key = Some(value.clone()),
+            "--moto-url" => options.moto = Some(value.clone()),
+            "--registry-port" => options.registry = port()?,
             "--invoke-timeout" => {
                 options.timeout = value
                     .parse()
@@ -191,6 +201,30 @@ async fn serve(options: Options) -> ExitCode {
         eprintln!("local-aws: --things needs --certs");
         return ExitCode::FAILURE;
     }
+    let _registry = match (&options.moto, &stack.certs) {
+        (Some(moto), Some(certs)) => {
+            let addr = SocketAddr::new(options.host, options.registry);
+            let reload = stack.broker.reloader();
+            let reload: local_aws::registry::Reload = std::sync::Arc::new(reload);
+            match RegistryFront::start_revoking(addr, moto.clone(), certs.clone(), Some(reload))
+                .await
+            {
+                Ok(front) => {
+                    println!("registry {} (moto at {moto})", front.url());
+                    Some(front)
+                }
+                Err(e) => {
+                    eprintln!("local-aws: registry on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (Some(_), None) => {
+            eprintln!("local-aws: --moto-url needs --certs (the CA that signs the CSRs)");
+            return ExitCode::FAILURE;
+        }
+        (None, _) => None,
+    };
     println!("broker   log {}", stack.broker.log_path().display());
     println!("iot-data {}", stack.iot.url());
     println!(

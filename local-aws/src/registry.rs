@@ -6,6 +6,10 @@
 //! (`RegisterCertificateWithoutCA`, ACTIVE when asked) so every other call (`Describe*`,
 //! `AttachThingPrincipal`, `UpdateCertificate`, `ListThingPrincipals`, ...) is moto's.
 //! The answer has AWS's shape: `certificateArn`, `certificateId`, `certificatePem`.
+//!
+//! `UpdateCertificate` to REVOKED or INACTIVE also puts the certificate's serial on the
+//! local CA's revocation list and has the broker reload it, so a revoked box is refused at
+//! the TLS handshake, as IoT Core refuses it on connect.
 
 use crate::aws_error::error;
 use crate::certs::Certs;
@@ -18,7 +22,11 @@ use hyper::{Method, Request};
 use serde_json::{json, Value};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What moto needs to route an unsigned request to its IoT control plane.
+const UNSIGNED: &str = "AWS4-HMAC-SHA256 Credential=LOCAL/20260101/us-east-1/iot/aws4_request, SignedHeaders=host, Signature=0";
 
 /// The largest control-plane request body relayed (a CSR or a policy is a few KB).
 const MAX_BODY: usize = 256 * 1024;
@@ -27,14 +35,28 @@ pub struct RegistryFront {
     server: Server,
 }
 
+/// What makes the broker see a new revocation list (its reload).
+pub type Reload = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 impl RegistryFront {
     /// Binds `addr` in front of moto at `moto` (`http://host:port`); certificates from
     /// CSRs are signed by `certs`' CA.
     pub async fn start(addr: SocketAddr, moto: String, certs: Certs) -> io::Result<RegistryFront> {
+        RegistryFront::start_revoking(addr, moto, certs, None).await
+    }
+
+    /// Like [`RegistryFront::start`]; a revocation also calls `reload` (the broker's).
+    pub async fn start_revoking(
+        addr: SocketAddr,
+        moto: String,
+        certs: Certs,
+        reload: Option<Reload>,
+    ) -> io::Result<RegistryFront> {
         let client = invoke::client();
         let server = http::serve(addr, move |request, _peer| {
-            let (client, moto, certs) = (client.clone(), moto.clone(), certs.clone());
-            async move { handle(request, &client, &moto, &certs).await }
+            let (client, moto, certs, reload) =
+                (client.clone(), moto.clone(), certs.clone(), reload.clone());
+            async move { handle(request, &client, &moto, &certs, reload.as_ref()).await }
         })
         .await?;
         Ok(RegistryFront { server })
@@ -55,8 +77,17 @@ async fn handle(
     client: &InvokeClient,
     moto: &str,
     certs: &Certs,
+    reload: Option<&Reload>,
 ) -> HttpResponse {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // moto tells the services apart by the credential scope of the signature (it checks
+    // no signature); an unsigned call (curl, xtask) is the IoT control plane's too.
+    if !parts.headers.contains_key(hyper::header::AUTHORIZATION) {
+        parts.headers.insert(
+            hyper::header::AUTHORIZATION,
+            hyper::header::HeaderValue::from_static(UNSIGNED),
+        );
+    }
     let body = match http::read_body(body, MAX_BODY).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
@@ -68,8 +99,7 @@ async fn handle(
         let set_as_active = http::query_pairs(parts.uri.query())
             .iter()
             .any(|(k, v)| k == "setAsActive" && v == "true");
-        // moto tells the services apart by the credential scope of the signature (it
-        // checks no signature), so the registration carries the caller's.
+        // The registration carries the caller's credential scope (see above).
         let authorization = parts.headers.get(hyper::header::AUTHORIZATION).cloned();
         return certificate_from_csr(&body, set_as_active, authorization, client, moto, certs)
             .await;
@@ -87,9 +117,60 @@ async fn handle(
             forward = forward.header(name, value);
         }
     }
-    match forward.body(Full::new(body)) {
+    let revoking = parts.method == Method::PUT
+        && parts.uri.path().starts_with("/certificates/")
+        && http::query_pairs(parts.uri.query())
+            .iter()
+            .any(|(k, v)| k == "newStatus" && (v == "REVOKED" || v == "INACTIVE"));
+    let answer = match forward.body(Full::new(body)) {
         Ok(forward) => relay(client, forward).await,
-        Err(e) => error(400, "InvalidRequestException", &e.to_string()),
+        Err(e) => return error(400, "InvalidRequestException", &e.to_string()),
+    };
+    if revoking && answer.status() == 200 {
+        let id = parts.uri.path().trim_start_matches("/certificates/");
+        let authorization = parts.headers.get(hyper::header::AUTHORIZATION).cloned();
+        if let Err(why) = refuse_on_connect(client, moto, certs, reload, id, authorization).await {
+            // Moto holds the status; the broker would still let the box in.
+            eprintln!("registry: certificate {id} revoked, but not on the broker's list: {why}");
+            return error(500, "InternalFailureException", &why);
+        }
+    }
+    answer
+}
+
+/// Puts certificate `id`'s serial on the CA's revocation list and reloads the broker.
+async fn refuse_on_connect(
+    client: &InvokeClient,
+    moto: &str,
+    certs: &Certs,
+    reload: Option<&Reload>,
+    id: &str,
+    authorization: Option<hyper::header::HeaderValue>,
+) -> Result<(), String> {
+    let mut request = Request::get(format!("{moto}/certificates/{id}"));
+    if let Some(authorization) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, authorization);
+    }
+    let request = request
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = fetch(client, request)
+        .await
+        .map_err(|_| "DescribeCertificate: moto did not answer".to_string())?;
+    if parts.status != 200 {
+        return Err(format!("DescribeCertificate answered {}", parts.status));
+    }
+    let description: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let pem = description["certificateDescription"]["certificatePem"]
+        .as_str()
+        .ok_or("DescribeCertificate gave no certificatePem")?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| format!("certificate PEM: {e}"))?;
+    let certificate = pem.parse_x509().map_err(|e| format!("certificate: {e}"))?;
+    certs.revoke(certificate.raw_serial())?;
+    match reload {
+        Some(reload) => reload(),
+        None => Ok(()),
     }
 }
 

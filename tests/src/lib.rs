@@ -532,6 +532,43 @@ impl Moto {
     }
 }
 
+/// `CreateCertificateFromCsr` (active) at the registry `endpoint`: the certificate's id
+/// and PEM, as `fleet enroll` gets them.
+pub async fn certificate_from_csr(endpoint: &str, csr_pem: &str) -> (String, String) {
+    let output = registry_client(endpoint)
+        .create_certificate_from_csr()
+        .certificate_signing_request(csr_pem)
+        .set_as_active(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "CreateCertificateFromCsr: {}",
+                aws_sdk_iot::error::DisplayErrorContext(e)
+            )
+        });
+    (
+        output.certificate_id().unwrap_or_default().to_string(),
+        output.certificate_pem().unwrap_or_default().to_string(),
+    )
+}
+
+/// `UpdateCertificate` to REVOKED at the registry `endpoint`, as `fleet revoke` does.
+pub async fn revoke_certificate(endpoint: &str, id: &str) {
+    registry_client(endpoint)
+        .update_certificate()
+        .certificate_id(id)
+        .new_status(aws_sdk_iot::types::CertificateStatus::Revoked)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "UpdateCertificate {id}: {}",
+                aws_sdk_iot::error::DisplayErrorContext(e)
+            )
+        });
+}
+
 /// The IoT control-plane client with dummy credentials against `endpoint`.
 pub fn registry_client(endpoint: &str) -> aws_sdk_iot::Client {
     use aws_sdk_iot::config::{BehaviorVersion, Credentials, Region};

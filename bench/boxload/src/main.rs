@@ -65,11 +65,7 @@ async fn main() {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let mqtt = Broker::start_with(BrokerConfig {
         plain: any,
-        tls: Some(TlsListener {
-            addr: any,
-            ca: certs.ca(),
-            server: certs.server(),
-        }),
+        tls: Some(TlsListener::from_certs(any, &certs)),
         dir: None,
     })
     .await

@@ -98,6 +98,9 @@ async fn run(o: Options) -> Result {
         ),
         ("OPENSEARCH_URL".to_string(), opensearch.clone()),
         ("OPENSEARCH_AUTH".to_string(), "none".to_string()),
+        // The events post to the shared-key route (`/gasdetector`), as every earlier run
+        // did, so the figures stay comparable; deployed stacks turn it off.
+        ("LEGACY_KEY_ROUTES".to_string(), "true".to_string()),
     ];
     env.extend(o.env.iter().cloned());
     eprintln!("IoT stub on 127.0.0.1:{iot_port}, OpenSearch at {opensearch}");

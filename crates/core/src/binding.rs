@@ -142,13 +142,13 @@ fn bound_group(thing: &ThingName, registration: Registration) -> Result<GroupId,
     match registration {
         Registration::Group(group) => Ok(group),
         Registration::Unknown => Err(refused(format!(
-            "box {thing:?} is not in the IoT registry; enrol it with `fleet enroll`"
+            "box \"{thing}\" is not in the IoT registry; enrol it with `fleet enroll`"
         ))),
         Registration::NoGroup => Err(refused(format!(
-            "box {thing:?} has no groupid attribute in the IoT registry; set it with `fleet move {thing} <groupid>`"
+            "box \"{thing}\" has no groupid attribute in the IoT registry; set it with `fleet move {thing} <groupid>`"
         ))),
         Registration::BadGroup(value) => Err(refused(format!(
-            "box {thing:?} has groupid attribute {value:?} in the IoT registry, which is not a valid groupid; set it with `fleet move {thing} <groupid>`"
+            "box \"{thing}\" has groupid attribute {value:?} in the IoT registry, which is not a valid groupid; set it with `fleet move {thing} <groupid>`"
         ))),
     }
 }
@@ -158,7 +158,7 @@ pub fn other_group(thing: &ThingName, bound: &GroupId, claimed: &GroupId) -> Val
     ValidationError::new(
         "groupid",
         format!(
-            "is {claimed:?}, but box {thing:?} belongs to group {bound:?} in the IoT registry; a box may send only its own group's readings"
+            "is \"{claimed}\", but box \"{thing}\" belongs to group \"{bound}\" in the IoT registry; a box may send only its own group's readings"
         ),
     )
 }
@@ -256,6 +256,9 @@ mod tests {
     fn the_refusal_of_another_group_says_both_groups() {
         let e = other_group(&thing("pi-1"), &group("A"), &group("B"));
         assert_eq!(e.field(), "groupid");
-        assert!(e.message().contains("\"B\"") && e.message().contains("\"A\""));
+        assert_eq!(
+            e.message(),
+            "is \"B\", but box \"pi-1\" belongs to group \"A\" in the IoT registry; a box may send only its own group's readings"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The builds before `cargo xtask dev` starts anything: local-aws, the functions exactly as
-//! `cargo lambda watch` builds them, and sensorbox for `--box`.
+//! `cargo lambda watch` builds them, and sensorbox and fleet for `--box`.
 
 use super::options::Options;
 use super::{FUNCTIONS, QUERY};
@@ -31,6 +31,7 @@ pub fn build(options: &Options) -> Result {
             Command::new("cargo")
                 .current_dir(root())
                 .args(["build", "-p", "sensorbox", "--bin", "sensorbox"])
+                .args(["-p", "fleet", "--bin", "fleet"])
                 .args(release),
         )?;
     }

@@ -1,10 +1,11 @@
-//! The `local-aws` peer: MQTT broker, IoT data-plane endpoint and API Gateway emulator,
+//! The `local-aws` peer: MQTT broker, IoT data-plane endpoint, the IoT registry's front
+//! and the API Gateway emulator,
 //! started last because its gateway opens only once every function behind it answers.
 
 use super::options::Options;
 use super::peers::Peers;
 use super::ports::port_open;
-use super::{BOX_THING, HOST};
+use super::HOST;
 use crate::tools::{root, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 /// Starts `target/<profile>/local-aws` (certificates and broker state under `logs`) and
 /// waits until each of its ports listens.
-pub fn start(peers: &mut Peers, options: &Options, logs: &Path) -> Result {
+pub fn start(peers: &mut Peers, options: &Options, logs: &Path, moto: &str) -> Result {
     let ports = &options.ports;
     let binary = root()
         .join("target")
@@ -26,10 +27,11 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path) -> Result {
         .arg(logs.join("certs"))
         .arg("--broker-dir")
         .arg(logs.join("mosquitto"))
-        .args(["--things", BOX_THING])
         .args(["--iot-port", &ports.iot.to_string()])
         .args(["--gateway-port", &ports.gateway.to_string()])
         .args(["--invoke-url", &format!("http://{HOST}:{}", ports.watch)])
+        .args(["--moto-url", moto])
+        .args(["--registry-port", &ports.registry.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     peers.spawn("local-aws", &mut command)?;
@@ -38,6 +40,7 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path) -> Result {
         (ports.mqtts, "MQTT broker (TLS)"),
         (ports.iot, "IoT endpoint"),
         (ports.gateway, "gateway"),
+        (ports.registry, "IoT registry"),
     ] {
         peers.wait_until(what, Duration::from_secs(30), || port_open(port))?;
     }

@@ -65,13 +65,12 @@ pub fn run(args: &[String]) -> Result {
     let logs = root().join("target").join("dev");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
     let opensearch_url = opensearch_peer::start(&mut peers, &opensearch, ports.opensearch, &logs)?;
-    registry::start(&mut peers, ports.registry, &logs)?;
-    registry::register_box(ports.registry, BOX_THING, BOX_GROUP)?;
+    let moto = registry::start(&mut peers, &logs)?;
     functions::start_watch(&mut peers, &cargo_lambda, &options, &opensearch_url, &logs)?;
     functions::warm_up_all(&mut peers, ports.watch)?;
     // The broker, the IoT endpoint and the gateway last: the gateway's port opens only
     // once every function behind it answers.
-    local_aws::start(&mut peers, &options, &logs)?;
+    local_aws::start(&mut peers, &options, &logs, &moto)?;
 
     // `cargo lambda invoke` sends to [::1] by default; watch listens on 127.0.0.1 only
     // (loopback, never the LAN), so relay the IPv6 loopback port to it.

@@ -13,9 +13,15 @@ use std::time::Duration;
 /// moto with its server extra in the project virtualenv (the spec the tests install too).
 pub const MOTO: &str = "moto[server]";
 
-/// Starts moto on `port` (log in `logs/registry.log`) and waits until it answers.
-pub fn start(peers: &mut Peers, port: u16, logs: &Path) -> Result<String> {
+/// Starts moto on a free port (log in `logs/registry.log`), waits until it answers and
+/// returns its URL. The functions and `fleet` reach it through local-aws's registry front
+/// on `--registry-port`, which signs CSRs with the local CA.
+pub fn start(peers: &mut Peers, logs: &Path) -> Result<String> {
     tools::ensure_python_tools(&[(MOTO, "moto_server")])?;
+    let port = std::net::TcpListener::bind((HOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port for moto: {e}"))?;
     let log = logs.join("registry.log");
     let mut command = Command::new(venv_bin("moto_server"));
     command
@@ -32,12 +38,29 @@ pub fn start(peers: &mut Peers, port: u16, logs: &Path) -> Result<String> {
     Ok(format!("http://{addr}"))
 }
 
-/// Registers box `thing` in `group` (`CreateThing` with the `groupid` attribute; moto
-/// answers an existing thing with the same attributes as created).
-pub fn register_box(port: u16, thing: &str, group: &str) -> Result {
+/// The IoT policy boxes' certificates get (`fleet enroll --policy`). The local stack does
+/// not evaluate it (moto keeps policies, it does not enforce them); the broker's mutual TLS
+/// and the functions' registry check are what hold a box to its own thing and group.
+pub const BOX_POLICY: &str = "SensorBoxPolicy";
+
+/// Creates [`BOX_POLICY`] in the registry at `port` unless it exists.
+pub fn ensure_box_policy(port: u16) -> Result {
     let addr = format!("{HOST}:{port}");
-    let body = format!(r#"{{"attributePayload": {{"attributes": {{"groupid": "{group}"}}}}}}"#);
-    let reply = http::request(&addr, "POST", &format!("/things/{thing}"), &body)
-        .ok_or_else(|| format!("IoT registry at {addr} did not answer CreateThing"))?;
-    http::expect(reply, &format!("registering box {thing}"), thing)
+    let path = format!("/policies/{BOX_POLICY}");
+    if http::request(&addr, "GET", &path, "").is_some_and(|(status, _)| status == 200) {
+        return Ok(());
+    }
+    let document = r#"{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"iot:Connect\",\"Resource\":\"*\"}]}"#;
+    let reply = http::request(
+        &addr,
+        "POST",
+        &path,
+        &format!(r#"{{"policyDocument": "{document}"}}"#),
+    )
+    .ok_or_else(|| format!("IoT registry at {addr} did not answer CreatePolicy"))?;
+    http::expect(
+        reply,
+        &format!("creating the policy {BOX_POLICY}"),
+        BOX_POLICY,
+    )
 }
