@@ -4,14 +4,8 @@
 //! and the functions under `cargo lambda watch` publishing warnings through the local IoT
 //! endpoint.
 
-use integration_tests::{
-    eventually, function_env, start_watch, wait_for_gasdetector, with_registry, ChildGuard, Moto,
-    OpenSearch,
-};
-use local_aws::{
-    Broker, BrokerConfig, Certs, Gateway, GatewayConfig, IotEndpoint, IotRules, IotRulesConfig,
-    TlsListener,
-};
+use integration_tests::{eventually, ChildGuard, DeviceStack, Moto, OpenSearch};
+use local_aws::{Broker, Certs, Gateway, IotEndpoint, IotRules, TlsListener};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,50 +34,21 @@ struct Stack {
 
 async fn start_stack(dir: &Path) -> Stack {
     let certs = Certs::ensure(&dir.join("certs")).expect("local CA");
-    let broker = Broker::start_with(BrokerConfig {
-        plain: any(),
-        tls: Some(TlsListener::from_certs(any(), &certs)),
-        dir: None,
-    })
-    .await
-    .expect("mosquitto");
-    let iot = IotEndpoint::start(any(), broker.publisher())
-        .await
-        .expect("IoT endpoint");
-    let opensearch = OpenSearch::start().await;
-    let registry = Moto::start().await;
-    let mut env = with_registry(function_env(&iot.url(), &opensearch.url), &registry.url);
     // One message per breaching reading: the test needs a warning at once.
-    env.insert("ALARM_MODE".into(), "every".into());
-    let (watch, watch_port) = start_watch(&env, &[]).await;
-    let invoke = format!("http://127.0.0.1:{watch_port}");
-    let rules = IotRules::start(
-        IotRulesConfig {
-            broker: broker.local_addr(),
-            device_root: "devices".into(),
-            invoke_base: Some(invoke.clone()),
-            sensors: local_aws::gateway::INGEST_FUNCTIONS
-                .map(String::from)
-                .to_vec(),
-        },
-        iot.shadows().clone(),
-        broker.publisher(),
+    let stack = DeviceStack::start(
+        Some(TlsListener::from_certs(any(), &certs)),
+        &[("ALARM_MODE", "every")],
     )
-    .await
-    .expect("rules");
-    let gateway = Gateway::start(any(), GatewayConfig::sensors(invoke))
-        .await
-        .expect("gateway");
-    wait_for_gasdetector(gateway.local_addr().port()).await;
+    .await;
     Stack {
         certs,
-        broker,
-        iot,
-        opensearch,
-        _rules: rules,
-        gateway,
-        registry,
-        _watch: watch,
+        broker: stack.broker,
+        iot: stack.iot,
+        opensearch: stack.opensearch,
+        _rules: stack.rules,
+        gateway: stack.gateway,
+        registry: stack.registry,
+        _watch: stack.watch,
     }
 }
 
@@ -406,16 +371,7 @@ async fn readings_over_mqtt_reach_the_index_and_leave_the_queue_on_puback() {
 /// A box key and a certificate for it from the registry at `registry` (the local CA signs
 /// the CSR, as AWS's does): the box's `[mqtt]` section and the certificate's id.
 async fn enrolled(stack: &Stack, registry: &str, dir: &Path, thing: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, thing);
-    let csr = params
-        .serialize_request(&key)
-        .expect("CSR")
-        .pem()
-        .expect("PEM");
+    let (key, csr) = integration_tests::box_key_and_csr(thing);
     let (id, pem) = integration_tests::certificate_from_csr(registry, &csr).await;
     let (key_path, cert_path) = (
         dir.join(format!("{thing}.key")),

@@ -60,6 +60,18 @@ impl Registry {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 
+    /// The certificates attached to `thing`.
+    async fn principals(&self, thing: &str) -> Vec<String> {
+        registry_client(&self.front.url())
+            .list_thing_principals()
+            .thing_name(thing)
+            .send()
+            .await
+            .expect("principals")
+            .principals()
+            .to_vec()
+    }
+
     /// Every thing with its groupid, and every certificate with its status.
     async fn snapshot(&self) -> (Vec<(String, Option<String>)>, Vec<(String, String)>) {
         let client = registry_client(&self.front.url());
@@ -97,16 +109,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 /// A box's key and CSR, as `sensorbox enroll` writes them.
 fn box_csr(dir: &Path, thing: &str) -> (rcgen::KeyPair, std::path::PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, thing);
-    let csr = params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
+    let (key, csr) = integration_tests::box_key_and_csr(thing);
     let path = dir.join(format!("{thing}.csr.pem"));
     std::fs::write(&path, csr).expect("write csr");
     (key, path)
@@ -185,13 +188,7 @@ async fn enroll_move_list_revoke_and_bad_input_changes_nothing() {
     certificate
         .verify_signature(Some(ca.public_key()))
         .expect("signed by the local CA");
-    let principals = registry_client(&registry.front.url())
-        .list_thing_principals()
-        .thing_name("pi-1")
-        .send()
-        .await
-        .expect("principals");
-    assert_eq!(principals.principals().len(), 1);
+    assert_eq!(registry.principals("pi-1").await.len(), 1);
 
     // Enrolling it again is refused and changes nothing.
     let before = registry.snapshot().await;
@@ -230,12 +227,6 @@ async fn enroll_move_list_revoke_and_bad_input_changes_nothing() {
     );
     let (_, certificates) = registry.snapshot().await;
     assert_eq!(certificates[0].1, "REVOKED");
-    let principals = registry_client(&registry.front.url())
-        .list_thing_principals()
-        .thing_name("pi-1")
-        .send()
-        .await
-        .expect("principals");
-    assert!(principals.principals().is_empty(), "detached");
+    assert!(registry.principals("pi-1").await.is_empty(), "detached");
     registry.refused(&["revoke", "pi-1"], "already revoked");
 }

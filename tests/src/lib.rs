@@ -494,41 +494,120 @@ impl Moto {
     /// `aws-sdk-iot` client, as `fleet enroll` does (`CreateThing` with the `groupid`
     /// attribute).
     pub async fn register_box(&self, thing: &str, group: &str) {
-        let attributes = aws_sdk_iot::types::AttributePayload::builder()
-            .attributes("groupid", group)
-            .build();
-        registry_client(&self.url)
+        let client = registry_client(&self.url);
+        let attributes = group_attribute(group);
+        let created = client
             .create_thing()
             .thing_name(thing)
-            .attribute_payload(attributes)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "create_thing {thing}: {}",
-                    aws_sdk_iot::error::DisplayErrorContext(e)
-                )
-            });
+            .attribute_payload(attributes);
+        if let Err(e) = created.send().await {
+            panic!(
+                "CreateThing {thing}: {}",
+                aws_sdk_iot::error::DisplayErrorContext(e)
+            );
+        }
     }
 
     /// Moves box `thing` to `group` (`UpdateThing`), as `fleet move` does.
     pub async fn move_box(&self, thing: &str, group: &str) {
-        let attributes = aws_sdk_iot::types::AttributePayload::builder()
-            .attributes("groupid", group)
-            .merge(true)
-            .build();
-        registry_client(&self.url)
+        let client = registry_client(&self.url);
+        let attributes = group_attribute(group);
+        let updated = client
             .update_thing()
             .thing_name(thing)
-            .attribute_payload(attributes)
-            .send()
+            .attribute_payload(attributes);
+        if let Err(e) = updated.send().await {
+            panic!(
+                "UpdateThing {thing}: {}",
+                aws_sdk_iot::error::DisplayErrorContext(e)
+            );
+        }
+    }
+}
+
+/// The `groupid` attribute, merged into the thing's others.
+fn group_attribute(group: &str) -> aws_sdk_iot::types::AttributePayload {
+    aws_sdk_iot::types::AttributePayload::builder()
+        .attributes("groupid", group)
+        .merge(true)
+        .build()
+}
+
+/// A box's key and CSR (subject `CN=<thing>`), as `sensorbox enroll` makes them.
+pub fn box_key_and_csr(thing: &str) -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, thing);
+    let csr = params
+        .serialize_request(&key)
+        .expect("CSR")
+        .pem()
+        .expect("PEM");
+    (key, csr)
+}
+
+/// The local stack as boxes meet it: the broker (with `tls` when given), the IoT endpoint,
+/// osmem-server, the registry (moto), the functions under `cargo lambda watch` asking it,
+/// the IoT rules invoking them and the gateway.
+pub struct DeviceStack {
+    pub broker: Broker,
+    pub iot: IotEndpoint,
+    pub opensearch: OpenSearch,
+    pub registry: Moto,
+    pub rules: local_aws::IotRules,
+    pub gateway: local_aws::Gateway,
+    pub watch: ChildGuard,
+}
+
+impl DeviceStack {
+    /// `extra` is added to the functions' environment.
+    pub async fn start(tls: Option<local_aws::TlsListener>, extra: &[(&str, &str)]) -> DeviceStack {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let broker = Broker::start_with(local_aws::BrokerConfig {
+            plain: any,
+            tls,
+            dir: None,
+        })
+        .await
+        .expect("mosquitto");
+        let iot = IotEndpoint::start(any, broker.publisher())
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "update_thing {thing}: {}",
-                    aws_sdk_iot::error::DisplayErrorContext(e)
-                )
-            });
+            .expect("IoT endpoint");
+        let opensearch = OpenSearch::start().await;
+        let registry = Moto::start().await;
+        let mut env = with_registry(function_env(&iot.url(), &opensearch.url), &registry.url);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (watch, watch_port) = start_watch(&env, &[]).await;
+        let invoke = format!("http://127.0.0.1:{watch_port}");
+        let rules = local_aws::IotRules::start(
+            local_aws::IotRulesConfig {
+                broker: broker.local_addr(),
+                device_root: "devices".into(),
+                invoke_base: Some(invoke.clone()),
+                sensors: local_aws::gateway::INGEST_FUNCTIONS
+                    .map(String::from)
+                    .to_vec(),
+            },
+            iot.shadows().clone(),
+            broker.publisher(),
+        )
+        .await
+        .expect("rules");
+        let gateway = local_aws::Gateway::start(any, local_aws::GatewayConfig::sensors(invoke))
+            .await
+            .expect("gateway");
+        wait_for_gasdetector(gateway.local_addr().port()).await;
+        DeviceStack {
+            broker,
+            iot,
+            opensearch,
+            registry,
+            rules,
+            gateway,
+            watch,
+        }
     }
 }
 
@@ -569,22 +648,27 @@ pub async fn revoke_certificate(endpoint: &str, id: &str) {
         });
 }
 
-/// The IoT control-plane client with dummy credentials against `endpoint`.
-pub fn registry_client(endpoint: &str) -> aws_sdk_iot::Client {
-    use aws_sdk_iot::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_iot::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
+/// The SDK configuration of the tests' clients: dummy credentials, `endpoint` for every
+/// service (moto, the local IoT endpoint, the registry front).
+fn dummy_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_sdk_iot::config::{Credentials, SharedCredentialsProvider};
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "AKIDINTEGRATION",
             "secret",
             None,
             None,
             "test",
-        ))
+        )))
         .endpoint_url(endpoint)
-        .build();
-    aws_sdk_iot::Client::from_conf(config)
+        .build()
+}
+
+/// The IoT control-plane client with dummy credentials against `endpoint`.
+pub fn registry_client(endpoint: &str) -> aws_sdk_iot::Client {
+    aws_sdk_iot::Client::new(&dummy_sdk_config(endpoint))
 }
 
 /// The functions' environment for a local IoT endpoint and OpenSearch (dummy credentials).
@@ -623,20 +707,7 @@ pub async fn app_with(sensor: Sensor, env: HashMap<String, String>) -> App {
 
 /// The real SDK client with dummy credentials against `endpoint`.
 pub fn iot_client(endpoint: &str) -> aws_sdk_iotdataplane::Client {
-    use aws_sdk_iotdataplane::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_iotdataplane::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDINTEGRATION",
-            "secret",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_iotdataplane::Client::from_conf(config)
+    aws_sdk_iotdataplane::Client::new(&dummy_sdk_config(endpoint))
 }
 
 /// `POST /<sensor>` with `body` through the pipeline: status and JSON reply.

@@ -4,66 +4,14 @@
 //! payload), the functions under `cargo lambda watch` asking moto's IoT registry (with
 //! `aws-sdk-iot`) which group the box belongs to, and osmem-server holding what was stored.
 
-use integration_tests::{
-    eventually, function_env, gas_reading, iot_client, start_watch, wait_for_gasdetector,
-    with_registry, ChildGuard, Moto, OpenSearch, Subscriber,
-};
-use local_aws::{
-    Broker, Gateway, GatewayConfig, IotEndpoint, IotRules, IotRulesConfig, MqttPublisher,
-};
+use integration_tests::{eventually, gas_reading, iot_client, DeviceStack, Subscriber};
+use local_aws::MqttPublisher;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-struct Stack {
-    broker: Broker,
-    opensearch: OpenSearch,
-    registry: Moto,
-    iot: IotEndpoint,
-    _rules: IotRules,
-    _gateway: Gateway,
-    _watch: ChildGuard,
-}
-
-async fn start_stack() -> Stack {
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let broker = Broker::start(any).await.expect("mosquitto");
-    let iot = IotEndpoint::start(any, broker.publisher())
-        .await
-        .expect("IoT endpoint");
-    let opensearch = OpenSearch::start().await;
-    let registry = Moto::start().await;
-    // REGISTRY_CACHE_TTL=1 (with_registry): a move shows within about a second.
-    let env = with_registry(function_env(&iot.url(), &opensearch.url), &registry.url);
-    let (watch, watch_port) = start_watch(&env, &[]).await;
-    let invoke = format!("http://127.0.0.1:{watch_port}");
-    let rules = IotRules::start(
-        IotRulesConfig {
-            broker: broker.local_addr(),
-            device_root: "devices".into(),
-            invoke_base: Some(invoke.clone()),
-            sensors: local_aws::gateway::INGEST_FUNCTIONS
-                .map(String::from)
-                .to_vec(),
-        },
-        iot.shadows().clone(),
-        broker.publisher(),
-    )
-    .await
-    .expect("rules");
-    let gateway = Gateway::start(any, GatewayConfig::sensors(invoke))
-        .await
-        .expect("gateway");
-    wait_for_gasdetector(gateway.local_addr().port()).await;
-    Stack {
-        broker,
-        opensearch,
-        registry,
-        iot,
-        _rules: rules,
-        _gateway: gateway,
-        _watch: watch,
-    }
+async fn start_stack() -> DeviceStack {
+    // REGISTRY_CACHE_TTL=1 (DeviceStack's): a move shows within about a second.
+    DeviceStack::start(None, &[]).await
 }
 
 /// Publishes `payload` as box `thing` would (QoS 1, its data topic).
@@ -79,7 +27,7 @@ async fn publish(box_client: &MqttPublisher, thing: &str, payload: String) {
         .expect("publish");
 }
 
-async fn count(stack: &Stack, group: &str) -> u64 {
+async fn count(stack: &DeviceStack, group: &str) -> u64 {
     stack
         .opensearch
         .count("gasdetect", json!({"term": {"groupid": group}}))

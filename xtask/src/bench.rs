@@ -120,7 +120,14 @@ pub fn cold(args: &[String]) -> Result {
         "gasdetector-every|{event}|ALARM_MODE=every {}",
         release.join("gasdetector").display()
     ));
-    let mut warm = vec!["gasdetector", "gasdetector-every"];
+    // The same binary on a box's own route (`/things/{thing}/gasdetector`, as IAM lets it
+    // through): one registry lookup (`DescribeThing`, from the harness's stub) on the cold
+    // start, then the per-instance cache; the difference to `gasdetector` is the binding.
+    harness.arg("--fn").arg(format!(
+        "gasdetector-thing|events/things/gasdetector-apigw-rest.json|{}",
+        release.join("gasdetector").display()
+    ));
+    let mut warm = vec!["gasdetector", "gasdetector-thing", "gasdetector-every"];
     if let (Some(binary), Some(rev)) = (&previous_binary, &previous) {
         harness
             .arg("--fn")

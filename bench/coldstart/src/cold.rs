@@ -82,6 +82,16 @@ fn unique_event(event: &[u8]) -> Result<Bytes> {
         object.insert("groupid".into(), Value::String(groupid.clone()));
         Ok(reading)
     };
+    // A box's own route (`/things/{thing}/<sensor>`): the box of this group, which the
+    // harness's registry stub binds to it (`box-<groupid>`).
+    if event.pointer("/pathParameters/thing").is_some() {
+        let thing = format!("box-{groupid}");
+        event["pathParameters"]["thing"] = Value::String(thing.clone());
+        if let Some(path) = event.get("path").and_then(Value::as_str) {
+            let sensor = path.rsplit('/').next().unwrap_or("gasdetector").to_string();
+            event["path"] = Value::String(format!("/things/{thing}/{sensor}"));
+        }
+    }
     let Some(body) = event.get("body").and_then(Value::as_str) else {
         return Ok(Bytes::from(with_group(event)?.to_string()));
     };

@@ -85,8 +85,17 @@ fn headers() -> HeaderMap {
 /// the body as text, the lean request context (the fields earlier runs sent, so the
 /// warm-path numbers stay comparable).
 fn event(request: &ProxyRequest, n: usize, time: SystemTime) -> Value {
+    // A box's own route: the resource with its path parameter, as API Gateway sends it.
+    let thing_route = request
+        .path
+        .strip_prefix("/things/")
+        .and_then(|rest| rest.split_once('/'));
+    let resource = match thing_route {
+        Some((_, sensor)) => format!("/things/{{thing}}/{sensor}"),
+        None => request.path.to_string(),
+    };
     let context = ProxyContext {
-        resource: request.path,
+        resource: &resource,
         stage: "prod",
         api_id: "bench",
         request_id: &format!("gw-{n}"),
@@ -95,7 +104,11 @@ fn event(request: &ProxyRequest, n: usize, time: SystemTime) -> Value {
         body: BodyEncoding::Text,
         fields: ContextFields::Lean,
     };
-    apigw_event::rest_event(request, &context)
+    let mut event = apigw_event::rest_event(request, &context);
+    if let Some((thing, _)) = thing_route {
+        event["pathParameters"] = serde_json::json!({ "thing": thing });
+    }
+    event
 }
 
 #[cfg(test)]

@@ -9,6 +9,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// DescribeThing calls answered (`GET /things/{thing}`), for the cache figures.
+pub static REGISTRY_LOOKUPS: AtomicU64 = AtomicU64::new(0);
+
+/// The thing of a DescribeThing path (`/things/{thing}`, nothing after it).
+fn described_thing(path: &str) -> Option<&str> {
+    let thing = path.strip_prefix("/things/")?;
+    (!thing.is_empty() && !thing.contains('/')).then_some(thing)
+}
+
 /// `POST /topics/{topic}?qos=1` answers 200 `{}`, like the IoT data plane; the alarm
 /// shadows (`/things/{thing}/shadow?name=`) are kept with versions and answer at once
 /// (409 on a stale version, 404 before the first update), so the alarm state's round
@@ -23,6 +32,19 @@ pub async fn iot_stub(count: Arc<AtomicU64>, req: Request<Incoming>) -> Response
     }
     if !path.starts_with("/things/") {
         return reply(404, r#"{"message":"not found"}"#);
+    }
+    if let Some(thing) = described_thing(&path) {
+        // DescribeThing (the registry): box `box-<group>` belongs to `<group>`, so every
+        // cold start's unique group has its own box.
+        REGISTRY_LOOKUPS.fetch_add(1, Ordering::Relaxed);
+        let group = thing.strip_prefix("box-").unwrap_or(thing);
+        return reply(
+            200,
+            json!({"thingName": thing, "thingId": thing, "version": 1,
+                   "thingArn": format!("arn:aws:iot:us-east-1:123456789012:thing/{thing}"),
+                   "attributes": {"groupid": group}})
+            .to_string(),
+        );
     }
     let key = format!("{path}?{}", req.uri().query().unwrap_or(""));
     let method = req.method().clone();

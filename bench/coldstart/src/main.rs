@@ -101,6 +101,11 @@ async fn run(o: Options) -> Result {
         // The events post to the shared-key route (`/gasdetector`), as every earlier run
         // did, so the figures stay comparable; deployed stacks turn it off.
         ("LEGACY_KEY_ROUTES".to_string(), "true".to_string()),
+        // The registry (DescribeThing) for the `/things/{thing}/...` targets: the same stub.
+        (
+            "AWS_ENDPOINT_URL_IOT".to_string(),
+            format!("http://127.0.0.1:{iot_port}"),
+        ),
     ];
     env.extend(o.env.iter().cloned());
     eprintln!("IoT stub on 127.0.0.1:{iot_port}, OpenSearch at {opensearch}");
@@ -119,19 +124,35 @@ async fn run(o: Options) -> Result {
 
     if o.warm > 0 {
         let mut rows = Vec::new();
+        let mut lookups = Vec::new();
         for name in &o.warm_fns {
             let Some(t) = o.targets.iter().find(|t| &t.name == name) else {
                 return Err(format!("--warm-fn {name}: no --fn with that name"));
             };
+            let before = iot_stub::REGISTRY_LOOKUPS.load(Ordering::Relaxed);
             let r = warm_run(t, &env, &o.logs, o.warm, o.concurrency).await?;
+            let asked = iot_stub::REGISTRY_LOOKUPS.load(Ordering::Relaxed) - before;
+            if asked > 0 {
+                lookups.push((name.clone(), asked, r.requests));
+            }
             rows.push((name.clone(), r));
         }
         warm_report(&o, &rows, &mut report);
+        for (name, asked, requests) in lookups {
+            // The cold invoke and the warm-up are one instance's requests too.
+            let total = requests + 51;
+            let _ = writeln!(
+                report,
+                "\n{name}: {asked} registry lookups for {total} requests of one warm instance (cache hit rate {:.2} %).",
+                100.0 * (1.0 - asked as f64 / total as f64)
+            );
+        }
     }
     let _ = writeln!(
         report,
-        "\nIoT publishes received by the stub: {}.",
-        publishes.load(Ordering::Relaxed)
+        "\nIoT publishes received by the stub: {}. Registry lookups (DescribeThing) it answered: {}.",
+        publishes.load(Ordering::Relaxed),
+        iot_stub::REGISTRY_LOOKUPS.load(Ordering::Relaxed)
     );
     print!("{report}");
     if let Some(out) = &o.out {

@@ -223,3 +223,22 @@ async fn an_unreachable_registry_is_a_503_and_a_function_error_for_the_rule() {
     assert!(app.invoke(from_mqtt("pi-a", SEED)).await.is_err());
     assert_eq!(docs.lock().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn the_sample_event_of_a_boxs_own_route_is_taken_for_its_group() {
+    // events/things/: what API Gateway sends once IAM let box-2 through (the benchmark's).
+    let h = Harness::with_env(GAS, &[("LEGACY_KEY_ROUTES", "false")]);
+    h.registry.set(
+        &ThingName::parse("box-2").unwrap(),
+        Registration::Group(GroupId::parse("2").unwrap()),
+    );
+    let text =
+        std::fs::read_to_string(support::events_dir().join("things/gasdetector-apigw-rest.json"))
+            .unwrap();
+    let response = h
+        .app
+        .handle(lambda_http::request::from_str(&text).unwrap())
+        .await;
+    assert_eq!(response.status(), 200, "{}", json_of(&response));
+    assert_eq!(h.indexed(), 1);
+}
