@@ -7,10 +7,11 @@
 
 use crate::clock::{self, ClockState};
 use crate::config::{ClockPolicy, Config, SourceSpec, Transport};
+use crate::credentials::{CredentialsCache, Provider};
 use crate::mqtt::Link;
 use crate::queue::Queue;
 use crate::reading::{QueuedReading, ReadingBuilder};
-use crate::sender::Sender;
+use crate::sender::{Iam, Sender};
 use crate::source::{AnySource, Source};
 use chrono::Utc;
 use std::collections::VecDeque;
@@ -70,6 +71,29 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.api_key.clone(),
         queue.clone(),
     );
+    // An unreadable certificate stops only the sender: readings are still taken and kept.
+    let sender = match &config.iam {
+        Some(iam) => Provider::new(iam, &config.thing_name, config.request_timeout).map(|p| {
+            tracing::info!(
+                credentials = %p.url(),
+                region = iam.region,
+                "HTTPS: per-box identity, posts SigV4-signed with this box's own credentials"
+            );
+            sender.with_iam(Iam {
+                credentials: CredentialsCache::new(p),
+                region: iam.region.clone(),
+                thing: config.thing_name.clone(),
+            })
+        }),
+        None => {
+            if config.api_key.is_some() {
+                tracing::info!(
+                    "HTTPS: the legacy shared API key (weaker: [iam] gives the box its own identity)"
+                );
+            }
+            Ok(sender)
+        }
+    };
     tracing::info!(
         group = config.group.as_str(),
         thing = config.thing_name,
@@ -98,8 +122,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         // Readings leave over MQTT (mqtt.rs); the HTTPS sender stays idle.
         shutdown.await;
     } else {
+        let run = async {
+            match sender {
+                Ok(sender) => sender.run(wake).await,
+                Err(reason) => reason,
+            }
+        };
         tokio::select! {
-            reason = sender.run(wake) => {
+            reason = run => {
                 tracing::error!("{reason}");
                 if let Ok(mut q) = queue.lock() {
                     let _ = q.set_status("sender", &format!("stopped: {reason}"));

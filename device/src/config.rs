@@ -6,12 +6,22 @@
 //! value (a checked group id, known sensors and measures, a URL, positive intervals), and
 //! every refusal names the key, so `sensorbox check-config` can tell a person which line to
 //! fix.
+//!
+//! How the box authenticates its HTTPS posts:
+//! - `[iam]` (per-box identity, the stacks' default): short-lived AWS credentials from the
+//!   IoT credentials provider for the box's own certificate (`[mqtt]`'s unless `[iam]`
+//!   names others), each post SigV4-signed to `POST {api_url}/things/{thing}/{route}`; the
+//!   role lets a box invoke only the routes carrying its own thing name.
+//! - `api_key` / `api_key_file` (legacy, weaker): one shared key in `x-api-key` on
+//!   `POST {api_url}/{route}`; anyone who copies it off one box can post for any group.
+//!   Only one of the two may be set.
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use sensor_model::domain::group_id::GroupId;
 use sensor_model::domain::location::Location;
 use sensor_model::domain::measure::Measure;
+use sensor_model::domain::thing_name::ThingName;
 use sensor_model::topic::TopicTemplate;
 use sensor_model::Sensor;
 use serde::Deserialize;
@@ -70,6 +80,7 @@ struct RawConfig {
     #[serde(default)]
     transport: Transport,
     mqtt: Option<RawMqtt>,
+    iam: Option<RawIam>,
     #[serde(default, rename = "sensor")]
     sensors: Vec<RawSensor>,
 }
@@ -86,6 +97,17 @@ struct RawMqtt {
     topic_template: Option<String>,
     device_root: Option<String>,
     hook: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIam {
+    credentials_endpoint: Option<String>,
+    role_alias: Option<String>,
+    region: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +181,22 @@ pub struct MqttConfig {
     pub hook: Option<Vec<String>>,
 }
 
+/// Per-box identity on HTTPS (`[iam]`): where the box gets short-lived AWS credentials for
+/// its certificate, and how it signs its posts with them.
+#[derive(Debug, Clone)]
+pub struct IamConfig {
+    /// `https://<credentials endpoint>/role-aliases/<role alias>/credentials`.
+    pub credentials_url: reqwest::Url,
+    /// The role alias (the stacks' output `SensorBoxRoleAlias`), for messages.
+    pub role_alias: String,
+    /// The API's region: the SigV4 credential scope.
+    pub region: String,
+    /// The mutual-TLS files for the credentials provider (default: `[mqtt]`'s).
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Where a sensor's lines come from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -188,6 +226,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub transport: Transport,
     pub mqtt: Option<MqttConfig>,
+    /// Some: HTTPS posts are SigV4-signed with the box's own credentials (no `api_key`).
+    pub iam: Option<IamConfig>,
     pub sensors: Vec<SensorConfig>,
 }
 
@@ -304,18 +344,18 @@ fn group_and_thing(
     let group = GroupId::from_json(&groupid)
         .map_err(|e| ConfigError::new("groupid", e.message().to_string()))?;
     let thing_name = thing_name.unwrap_or_else(|| format!("sensorbox-{}", group.as_str()));
-    if thing_name.is_empty()
-        || thing_name.len() > 128
-        || !thing_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'))
-    {
-        return Err(ConfigError::new(
+    // The rule the functions and the registry use, so the box cannot accept a name the
+    // API would refuse in its path (`/things/{thing}/...`).
+    let thing = ThingName::parse(&thing_name).map_err(|e| {
+        ConfigError::new(
             "thing_name",
-            "1 to 128 characters of [a-zA-Z0-9:_-] (an IoT thing name)",
-        ));
-    }
-    Ok((group, thing_name))
+            format!(
+                "{} (an IoT thing name: 1 to 128 of [a-zA-Z0-9:_-])",
+                e.message()
+            ),
+        )
+    })?;
+    Ok((group, thing.as_str().to_owned()))
 }
 
 impl RawConfig {
@@ -382,6 +422,11 @@ impl RawConfig {
             .enumerate()
             .map(|(i, s)| s.validate(i))
             .collect::<Result<Vec<_>, _>>()?;
+        // [iam] defaults its certificate files to [mqtt]'s: taken before [mqtt] is consumed.
+        let mqtt_files = self
+            .mqtt
+            .as_ref()
+            .map(|m| (m.ca.clone(), m.cert.clone(), m.key.clone()));
         let mqtt = match self.mqtt {
             Some(raw) => Some(raw.validate(&group, &sensors)?),
             None if self.transport == Transport::Mqtt => {
@@ -390,6 +435,14 @@ impl RawConfig {
                     "transport = \"mqtt\" needs an [mqtt] section (endpoint and certificates)",
                 ))
             }
+            None => None,
+        };
+        let iam = match self.iam {
+            Some(_) if api_key.is_some() => return Err(ConfigError::new(
+                "iam",
+                "set api_key (the legacy shared-key routes) or [iam] (per-box identity), not both",
+            )),
+            Some(raw) => Some(raw.validate(&api_url, mqtt_files.unwrap_or_default())?),
             None => None,
         };
         Ok(Config {
@@ -403,7 +456,143 @@ impl RawConfig {
             queue,
             transport: self.transport,
             mqtt,
+            iam,
             sensors,
+        })
+    }
+}
+
+/// AWS's rule for role alias names: 1 to 128 of `[\w=,@-]`.
+fn valid_role_alias(alias: &str) -> bool {
+    (1..=128).contains(&alias.len())
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | ',' | '@' | '-'))
+}
+
+/// The region of an API Gateway URL, `https://<id>.execute-api.<region>.amazonaws.com[.cn]/...`;
+/// None for any other host (a custom domain, the local gateway).
+pub fn region_from_api_url(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        [_id, "execute-api", region, "amazonaws", "com", rest @ ..]
+            if rest.is_empty() || rest == ["cn"] =>
+        {
+            Some((*region).to_owned())
+        }
+        _ => None,
+    }
+}
+
+impl RawIam {
+    /// `mqtt_files`: `[mqtt]`'s ca, cert and key as written, the defaults for `[iam]`'s.
+    fn validate(
+        self,
+        api_url: &reqwest::Url,
+        mqtt_files: (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+    ) -> Result<IamConfig, ConfigError> {
+        let endpoint = self
+            .credentials_endpoint
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "iam.credentials_endpoint",
+                    "missing: the credentials provider's host (aws iot describe-endpoint --endpoint-type iot:CredentialProvider)",
+                )
+            })?;
+        let endpoint_error = || {
+            ConfigError::new(
+                "iam.credentials_endpoint",
+                format!("`{endpoint}`: a host name, optionally with :port (no scheme, no path)"),
+            )
+        };
+        if endpoint.contains("://")
+            || endpoint.contains(['/', '?', '#', '@'])
+            || endpoint.chars().any(char::is_whitespace)
+        {
+            return Err(endpoint_error());
+        }
+        let role_alias = self.role_alias.ok_or_else(|| {
+            ConfigError::new(
+                "iam.role_alias",
+                "missing: the role alias (the stacks' output SensorBoxRoleAlias)",
+            )
+        })?;
+        if !valid_role_alias(&role_alias) {
+            return Err(ConfigError::new(
+                "iam.role_alias",
+                format!(
+                    "`{role_alias}`: 1 to 128 characters of [a-zA-Z0-9_=,@-] (an IoT role alias)"
+                ),
+            ));
+        }
+        let credentials_url = reqwest::Url::parse(&format!(
+            "https://{endpoint}/role-aliases/{role_alias}/credentials"
+        ))
+        .map_err(|_| endpoint_error())?;
+        if credentials_url.host_str().is_none_or(str::is_empty) {
+            return Err(endpoint_error());
+        }
+        let derived = region_from_api_url(api_url);
+        let region = match (self.region, derived) {
+            (Some(region), derived) => {
+                if region.is_empty()
+                    || !region
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                {
+                    return Err(ConfigError::new(
+                        "iam.region",
+                        format!("`{region}`: an AWS region such as eu-west-1 ([a-z0-9-])"),
+                    ));
+                }
+                // A signature scoped to another region than the API's is always refused.
+                if let Some(derived) = derived.filter(|d| *d != region) {
+                    return Err(ConfigError::new(
+                        "iam.region",
+                        format!("`{region}`, but api_url is in {derived}: leave iam.region out or make them agree"),
+                    ));
+                }
+                region
+            }
+            (None, Some(derived)) => derived,
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "iam.region",
+                    "missing: the API's region (eu-west-1); needed when api_url is not https://<id>.execute-api.<region>.amazonaws.com/...",
+                ))
+            }
+        };
+        let (mqtt_ca, mqtt_cert, mqtt_key) = mqtt_files;
+        let file = |name: &str, own: Option<PathBuf>, from_mqtt: Option<PathBuf>| {
+            let key = format!("iam.{name}");
+            let (path, whence) = match (own, from_mqtt) {
+                (Some(path), _) => (path, String::new()),
+                (None, Some(path)) => (path, format!(" (from [mqtt] {name})")),
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("missing: set iam.{name} or [mqtt] {name}"),
+                    ))
+                }
+            };
+            std::fs::metadata(&path).map_err(|e| {
+                ConfigError::new(
+                    key.clone(),
+                    format!("cannot read {}{whence}: {e}", path.display()),
+                )
+            })?;
+            Ok::<PathBuf, ConfigError>(path)
+        };
+        Ok(IamConfig {
+            credentials_url,
+            role_alias,
+            region,
+            ca: file("ca", self.ca, mqtt_ca)?,
+            cert: file("cert", self.cert, mqtt_cert)?,
+            key: file("key", self.key, mqtt_key)?,
         })
     }
 }
@@ -662,14 +851,20 @@ sensortype = "9"
     fn the_example_config_is_valid() {
         // The certificate paths must exist: any readable file stands in for them.
         let present = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        let mut text = include_str!("../config.example.toml").replace(
-            "api_key_file = \"/etc/sensorbox/api-key\"",
-            "api_key = \"k\"",
-        );
+        let mut text = include_str!("../config.example.toml").to_string();
         for file in ["AmazonRootCA1.pem", "device.pem.crt", "private.pem.key"] {
             text = text.replace(&format!("/etc/sensorbox/{file}"), present);
         }
         let config = Config::from_toml(&text).expect("the example parses");
+        let iam = config.iam.as_ref().expect("the example has [iam]");
+        assert_eq!(iam.region, "eu-west-1");
+        assert!(config.api_key.is_none());
+        // The legacy key line, uncommented beside [iam], is refused.
+        let both = text.replace(
+            "# api_key_file = \"/etc/sensorbox/api-key\"",
+            &format!("api_key_file = \"{present}\""),
+        );
+        assert_eq!(error_key(&both), "iam");
         assert_eq!(config.sensors.len(), 3);
         assert_eq!(config.queue.path, PathBuf::from(DEFAULT_QUEUE_PATH));
         let mqtt = config.mqtt.expect("the example has [mqtt]");
@@ -760,6 +955,195 @@ sensortype = "9"
         assert_eq!(
             Identity::from_toml(&bad_thing).expect_err("bad thing").key,
             "thing_name"
+        );
+    }
+
+    /// GOOD without its key, with an [iam] section (and [mqtt] when `mqtt`), `api_url` as given.
+    fn with_iam(api_url: &str, iam: &str, mqtt: bool) -> String {
+        let base = if mqtt {
+            with_mqtt("")
+        } else {
+            GOOD.to_string()
+        };
+        base.replace("api_key = \"k\"\n", "")
+            .replace("http://127.0.0.1:3000/", api_url)
+            .replace("[queue]", &format!("[iam]\n{iam}\n[queue]"))
+    }
+
+    const AWS_API: &str = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
+
+    #[test]
+    fn iam_takes_the_region_from_api_url_and_the_files_from_mqtt() {
+        let text = with_iam(
+            AWS_API,
+            "credentials_endpoint = \"c2abc.credentials.iot.eu-west-1.amazonaws.com\"\nrole_alias = \"sensor-ingest-box-https\"",
+            true,
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert!(config.api_key.is_none());
+        let iam = config.iam.expect("[iam]");
+        assert_eq!(
+            iam.credentials_url.as_str(),
+            "https://c2abc.credentials.iot.eu-west-1.amazonaws.com/role-aliases/sensor-ingest-box-https/credentials"
+        );
+        assert_eq!(iam.region, "eu-west-1");
+        let mqtt = config.mqtt.expect("[mqtt]");
+        assert_eq!((iam.ca, iam.cert, iam.key), (mqtt.ca, mqtt.cert, mqtt.key));
+
+        // A local endpoint with a port and an explicit region, files of its own.
+        let present = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let local = with_iam(
+            "http://127.0.0.1:3000/",
+            &format!("credentials_endpoint = \"localhost:8443\"\nrole_alias = \"a=b,c@d_e-f\"\nregion = \"us-east-1\"\nca = \"{present}\"\ncert = \"{present}\"\nkey = \"{present}\""),
+            false,
+        );
+        let iam = Config::from_toml(&local)
+            .expect("valid")
+            .iam
+            .expect("[iam]");
+        assert_eq!(
+            iam.credentials_url.as_str(),
+            "https://localhost:8443/role-aliases/a=b,c@d_e-f/credentials"
+        );
+        assert_eq!(iam.region, "us-east-1");
+    }
+
+    #[test]
+    fn region_from_api_url_knows_only_api_gateway_hosts() {
+        let region = |u: &str| region_from_api_url(&reqwest::Url::parse(u).expect("url"));
+        assert_eq!(region(AWS_API).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            region("https://x.execute-api.cn-north-1.amazonaws.com.cn/").as_deref(),
+            Some("cn-north-1")
+        );
+        assert_eq!(region("https://api.example.com/prod"), None);
+        assert_eq!(region("http://127.0.0.1:3000"), None);
+        assert_eq!(region("https://x.execute-api.eu-west-1.example.com/"), None);
+    }
+
+    #[test]
+    fn iam_refusals_name_their_key() {
+        let endpoint = "credentials_endpoint = \"c2abc.credentials.iot.eu-west-1.amazonaws.com\"";
+        let alias = "role_alias = \"box-https\"";
+        let present = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let files = format!("ca = \"{present}\"\ncert = \"{present}\"\nkey = \"{present}\"");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("{alias}\n{files}"),
+                "iam.credentials_endpoint",
+                "describe-endpoint",
+            ),
+            (
+                format!("credentials_endpoint = \"https://c2abc.example\"\n{alias}\n{files}"),
+                "iam.credentials_endpoint",
+                "no scheme",
+            ),
+            (
+                format!("credentials_endpoint = \"c2abc.example/role-aliases\"\n{alias}\n{files}"),
+                "iam.credentials_endpoint",
+                "no path",
+            ),
+            (
+                format!("credentials_endpoint = \"c2abc.example:99999\"\n{alias}\n{files}"),
+                "iam.credentials_endpoint",
+                "port",
+            ),
+            (
+                format!("{endpoint}\n{files}"),
+                "iam.role_alias",
+                "SensorBoxRoleAlias",
+            ),
+            (
+                format!("{endpoint}\nrole_alias = \"a/b\"\n{files}"),
+                "iam.role_alias",
+                "role alias",
+            ),
+            (
+                format!("{endpoint}\nrole_alias = \"{}\"\n{files}", "x".repeat(129)),
+                "iam.role_alias",
+                "128",
+            ),
+            (
+                format!("{endpoint}\n{alias}\nregion = \"EU-West-1\"\n{files}"),
+                "iam.region",
+                "[a-z0-9-]",
+            ),
+            (
+                format!("{endpoint}\n{alias}\nregion = \"\"\n{files}"),
+                "iam.region",
+                "AWS region",
+            ),
+            (
+                format!("{endpoint}\n{alias}\nregion = \"us-east-1\"\n{files}"),
+                "iam.region",
+                "eu-west-1",
+            ),
+            (
+                format!("{endpoint}\n{alias}\nca = \"{present}\"\nkey = \"{present}\""),
+                "iam.cert",
+                "set iam.cert or [mqtt] cert",
+            ),
+            (
+                format!("{endpoint}\n{alias}\n{files}").replace(
+                    &format!("cert = \"{present}\""),
+                    "cert = \"/nonexistent/device.pem.crt\"",
+                ),
+                "iam.cert",
+                "/nonexistent/device.pem.crt",
+            ),
+            (
+                format!("{endpoint}\n{alias}\n{files}\ncafile = \"x\""),
+                "iam.cafile",
+                "unknown field",
+            ),
+        ];
+        for (section, key, says) in cases {
+            let text = with_iam(AWS_API, &section, false);
+            let err = Config::from_toml(&text).expect_err(&section);
+            assert_eq!(err.key, key, "{section}: {err}");
+            assert!(err.message.contains(says), "{section}: {err}");
+        }
+        // No region in a non-API-Gateway api_url and none given.
+        let text = with_iam(
+            "http://127.0.0.1:3000/",
+            &format!("{endpoint}\n{alias}\n{files}"),
+            false,
+        );
+        let err = Config::from_toml(&text).expect_err("no region");
+        assert_eq!(err.key, "iam.region", "{err}");
+        // A box with both a shared key and its own identity: one or the other.
+        let both = with_iam(AWS_API, &format!("{endpoint}\n{alias}\n{files}"), false)
+            .replace("groupid = ", "api_key = \"k\"\ngroupid = ");
+        let err = Config::from_toml(&both).expect_err("both");
+        assert_eq!(err.key, "iam", "{err}");
+        assert!(err.message.contains("not both"), "{err}");
+        // [mqtt]'s file is missing: the message says where the default came from.
+        let text = with_iam(AWS_API, &format!("{endpoint}\n{alias}"), true);
+        let text = text.replace(
+            &format!("[mqtt]\nendpoint = \"iot.example\"\nca = \"{present}\""),
+            "[mqtt]\nendpoint = \"iot.example\"\nca = \"/nonexistent/ca.pem\"",
+        );
+        let err = Config::from_toml(&text).expect_err("missing ca");
+        assert_eq!(err.key, "mqtt.ca", "[mqtt] is checked first: {err}");
+    }
+
+    #[test]
+    fn thing_name_follows_the_registry_rule() {
+        for bad in ["a b", "a/b", "", &"x".repeat(129)] {
+            let text = GOOD.replace(
+                "groupid = \"2\"",
+                &format!("groupid = \"2\"\nthing_name = \"{bad}\""),
+            );
+            let err = Config::from_toml(&text).expect_err(bad);
+            assert_eq!(err.key, "thing_name", "{bad:?}: {err}");
+        }
+        let text = GOOD.replace(
+            "groupid = \"2\"",
+            "groupid = \"2\"\nthing_name = \"pi:19_a-b\"",
+        );
+        assert_eq!(
+            Config::from_toml(&text).expect("valid").thing_name,
+            "pi:19_a-b"
         );
     }
 

@@ -4,9 +4,12 @@
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod enroll;
 pub mod mqtt;
 pub mod queue;
 pub mod reading;
 pub mod sender;
+pub mod signing;
 pub mod source;
+pub mod tls;

@@ -18,8 +18,6 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
     SubscribeReasonCode, TlsConfiguration, Transport,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,39 +32,10 @@ const READINGS_IN_FLIGHT: usize = 32;
 /// How long a hook may run before it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The TLS client configuration from the three PEM files; errors name the file.
+/// The TLS client configuration from the three PEM files (errors name the file, as
+/// `mqtt.ca ...`), with IoT Core's ALPN on port 443.
 pub fn tls_config(config: &MqttConfig) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let cas = CertificateDer::pem_file_iter(&config.ca)
-        .map_err(|e| format!("mqtt.ca {}: {e}", config.ca.display()))?;
-    for ca in cas {
-        let ca = ca.map_err(|e| format!("mqtt.ca {}: {e}", config.ca.display()))?;
-        roots
-            .add(ca)
-            .map_err(|e| format!("mqtt.ca {}: {e}", config.ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "mqtt.ca {}: no certificate in the file",
-            config.ca.display()
-        ));
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert)
-        .map_err(|e| format!("mqtt.cert {}: {e}", config.cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("mqtt.cert {}: {e}", config.cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "mqtt.cert {}: no certificate in the file",
-            config.cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&config.key)
-        .map_err(|e| format!("mqtt.key {}: {e}", config.key.display()))?;
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("mqtt.cert/mqtt.key do not make a client identity: {e}"))?;
+    let mut tls = crate::tls::client_config(&config.ca, &config.cert, &config.key, "mqtt")?;
     if config.port == 443 {
         tls.alpn_protocols = vec![ALPN_443.to_vec()];
     }
@@ -102,8 +71,7 @@ pub fn connected_topic(config: &MqttConfig, thing: &str) -> String {
 /// rustls's process-wide crypto provider: ring, as the functions use (one TLS stack, one
 /// provider in the binary). Call before building any TLS configuration.
 pub fn install_crypto_provider() {
-    // Err means a provider is already installed: fine either way.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
 }
 
 pub fn data_topic(config: &MqttConfig, thing: &str, route: sensor_model::Sensor) -> String {

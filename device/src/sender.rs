@@ -4,7 +4,13 @@
 //! (the live case), otherwise up to 500 of that route go as one batch (after an outage),
 //! oldest first. What each answer means for the queue is [`judge`], a pure function with
 //! table tests; the loop only carries it out and waits.
+//!
+//! Two ways to authenticate ([`Auth`]): the legacy shared key (`x-api-key` on
+//! `POST {api_url}/{route}`), or the box's own identity (`[iam]`): each post to
+//! `POST {api_url}/things/{thing}/{route}` SigV4-signed with credentials the IoT credentials
+//! provider gave this box's certificate, cached for their lifetime (credentials.rs).
 
+use crate::credentials::{CredentialsCache, FetchError, Provider};
 use crate::queue::{Entry, Queue};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -12,6 +18,16 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub const MAX_BATCH: usize = 500;
+const CONTENT_TYPE: &str = "application/json";
+
+/// How requests are authenticated: decides what a 401/403 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// The legacy shared key in `x-api-key` (or none, against a local gateway).
+    ApiKey,
+    /// SigV4 with this box's own short-lived credentials (`[iam]`).
+    Iam,
+}
 
 /// What to do with the entries of one request after its answer.
 #[derive(Debug, Default, PartialEq)]
@@ -27,15 +43,79 @@ pub struct Judgement {
     pub back_off: Option<Option<Duration>>,
     /// The batch as a whole was refused: send its readings one by one to find the bad one.
     pub split: bool,
-    /// The key was refused (401/403): stop sending, keep the queue, say so.
+    /// The key, the box's credentials or its group was refused (401/403): stop sending,
+    /// keep the queue, say so.
     pub stop: Option<String>,
+    /// The API said the credentials or the signature expired: fetch new credentials and
+    /// resend at once (the entries are kept), rather than stop.
+    pub refresh_credentials: bool,
     /// Lines worth a log entry (invalid items with field and message, refusals).
     pub notes: Vec<String>,
+}
+
+/// The function's 403 for a box the registry binds elsewhere: `{"error": "forbidden",
+/// "field": "groupid" | "thing", "message"}` (on the whole answer or a batch item); what to
+/// tell the person at the box.
+fn registry_refusal(answer: &Value) -> Option<String> {
+    if answer.get("error").and_then(Value::as_str) != Some("forbidden") {
+        return None;
+    }
+    let message = answer
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("(no message)");
+    match answer.get("field").and_then(Value::as_str) {
+        Some("groupid") => Some(format!(
+            "the registry binds this box to another group than its groupid (403: groupid: {message}): sending stopped, the queue is kept; the operator moves the box with `fleet move` (or groupid here is wrong), then restart"
+        )),
+        Some("thing") => Some(format!(
+            "the registry does not know this box as a sensor box (403: thing: {message}): sending stopped, the queue is kept; the operator enrols it with `fleet enroll`, then restart"
+        )),
+        _ => None,
+    }
+}
+
+/// API Gateway's 403 for a signature made with expired credentials, or too long ago (a
+/// clock off by more than 5 minutes gives the second), or with a token it does not know
+/// (the local gateway forgets what it issued when it restarts): new credentials may help.
+fn credentials_expired(parsed: Option<&Value>) -> bool {
+    let message = parsed
+        .and_then(|v| v.get("message").or_else(|| v.get("Message")))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    message.contains("security token included in the request is expired")
+        || message.contains("security token included in the request is invalid")
+        || message.contains("signature expired")
+}
+
+/// What to do when no credentials could be had for a request: a refused certificate stops
+/// the sender as a refused key does; anything else keeps the queue and backs off.
+pub fn judge_credentials(entries: &[Entry], error: &FetchError) -> Judgement {
+    let mut j = Judgement {
+        keep: entries.iter().map(|e| e.seq).collect(),
+        ..Judgement::default()
+    };
+    match error {
+        FetchError::Refused(message) => {
+            j.stop = Some(format!(
+                "no credentials for this box: {message}; sending stopped, the queue is kept; restart once fixed"
+            ));
+        }
+        FetchError::Transient(message) => {
+            j.back_off = Some(None);
+            j.notes.push(format!(
+                "no credentials for this box: {message}; the queue is kept, trying again"
+            ));
+        }
+    }
+    j
 }
 
 /// The answer to one request: `None` status for network errors and timeouts; `parsed` is
 /// the body when it was JSON.
 pub fn judge(
+    auth: Auth,
     entries: &[Entry],
     batch: bool,
     status: Option<u16>,
@@ -100,11 +180,19 @@ pub fn judge(
                         ));
                         j.dead.push((entry.seq, 422, message));
                     }
+                    // Not this box's group: kept (it is sendable once the registry is
+                    // fixed), and sending stops until a person has done that.
+                    Some("forbidden") => {
+                        j.keep.push(entry.seq);
+                        if j.stop.is_none() {
+                            j.stop = item.and_then(registry_refusal);
+                        }
+                    }
                     // `retry`, or an answer without this item: keep it, resend later.
                     _ => j.keep.push(entry.seq),
                 }
             }
-            if !j.keep.is_empty() {
+            if !j.keep.is_empty() && j.stop.is_none() {
                 j.back_off = Some(retry_after);
             }
         }
@@ -131,10 +219,25 @@ pub fn judge(
         }
         401 | 403 => {
             j.keep = all();
-            j.stop = Some(format!(
-                "the API refused the key ({status}: {}): sending stopped, the queue is kept; fix api_key and restart",
-                reason()
-            ));
+            if let Some(refusal) = parsed.and_then(registry_refusal) {
+                j.stop = Some(refusal);
+            } else if auth == Auth::Iam && credentials_expired(parsed) {
+                j.refresh_credentials = true;
+                j.notes.push(format!(
+                    "the API refused the credentials as stale ({status}: {}): fetching new ones and resending",
+                    reason()
+                ));
+            } else if auth == Auth::Iam {
+                j.stop = Some(format!(
+                    "the API refused this box's signed request ({status}: {}): sending stopped, the queue is kept; check [iam] (region, role_alias = the stacks' SensorBoxRoleAlias) and thing_name, then restart",
+                    reason()
+                ));
+            } else {
+                j.stop = Some(format!(
+                    "the API refused the key ({status}: {}): sending stopped, the queue is kept; fix api_key and restart",
+                    reason()
+                ));
+            }
         }
         429 | 500..=599 => {
             j.keep = all();
@@ -202,11 +305,24 @@ impl ResendBackoff {
     }
 }
 
-/// How a request went, for the loop and `sensorbox status`.
+/// Per-box identity: the credentials, and what the requests are signed for.
+pub struct Iam {
+    pub credentials: CredentialsCache<Provider>,
+    /// The API's region (the SigV4 scope).
+    pub region: String,
+    /// This box's thing name: the path `/things/{thing}/{route}`.
+    pub thing: String,
+}
+
+/// Drains the queue to the API; notes its state for `sensorbox status`.
 pub struct Sender {
     client: reqwest::Client,
     base: reqwest::Url,
     api_key: Option<String>,
+    iam: Option<Iam>,
+    /// "Expired" answers in a row: the first refetches and resends at once, a second one
+    /// (fresh credentials refused as expired: a wrong clock) backs off.
+    expired_in_a_row: u32,
     queue: Arc<Mutex<Queue>>,
     backoff: ResendBackoff,
     rng: fastrand::Rng,
@@ -223,10 +339,40 @@ impl Sender {
             client,
             base,
             api_key,
+            iam: None,
+            expired_in_a_row: 0,
             queue,
             backoff: ResendBackoff::new(Duration::from_millis(500), Duration::from_secs(60)),
             rng: fastrand::Rng::new(),
         }
+    }
+
+    /// Signs every request with this box's own credentials (`[iam]`), to
+    /// `{api_url}/things/{thing}/{route}`, instead of the shared key.
+    pub fn with_iam(mut self, iam: Iam) -> Sender {
+        self.iam = Some(iam);
+        self
+    }
+
+    fn auth(&self) -> Auth {
+        if self.iam.is_some() {
+            Auth::Iam
+        } else {
+            Auth::ApiKey
+        }
+    }
+
+    /// Where a reading of `route` goes: api_url's path, then the route (or
+    /// `things/{thing}/{route}` with `[iam]`).
+    pub fn url(&self, route: &str) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let prefix = url.path().trim_end_matches('/').to_owned();
+        let path = match &self.iam {
+            Some(iam) => format!("{prefix}/things/{}/{route}", iam.thing),
+            None => format!("{prefix}/{route}"),
+        };
+        url.set_path(&path);
+        url
     }
 
     fn with_queue<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
@@ -234,8 +380,8 @@ impl Sender {
         f(&mut queue)
     }
 
-    /// Runs until the key is refused; returns the reason. `wake` is notified when readings
-    /// are enqueued.
+    /// Runs until the key, the box's certificate or its group is refused; returns the
+    /// reason. `wake` is notified when readings are enqueued.
     pub async fn run(mut self, wake: Arc<Notify>) -> String {
         loop {
             let entries = match self.with_queue(|q| q.next_batch(MAX_BATCH)) {
@@ -267,7 +413,7 @@ impl Sender {
         }
     }
 
-    async fn send(&self, entries: &[Entry], batch: bool) -> Judgement {
+    async fn send(&mut self, entries: &[Entry], batch: bool) -> Judgement {
         let body = if batch {
             let items: Vec<&str> = entries.iter().map(|e| e.body.as_str()).collect();
             format!("[{}]", items.join(","))
@@ -275,17 +421,25 @@ impl Sender {
             entries.first().map(|e| e.body.clone()).unwrap_or_default()
         };
         let route = entries.first().map(|e| e.route.name()).unwrap_or("");
-        let mut url = self.base.clone();
-        let path = format!("{}/{route}", url.path().trim_end_matches('/'));
-        url.set_path(&path);
+        let url = self.url(route);
+        let auth = self.auth();
         let mut request = self
             .client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(key) = &self.api_key {
+            .post(url.clone())
+            .header("content-type", CONTENT_TYPE);
+        if self.iam.is_some() {
+            match self.signature(entries, &url, body.as_bytes()).await {
+                Ok(headers) => {
+                    for (name, value) in headers {
+                        request = request.header(name, value);
+                    }
+                }
+                Err(judgement) => return judgement,
+            }
+        } else if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key);
         }
+        let request = request.body(body);
         let started = std::time::Instant::now();
         match request.send().await {
             Ok(response) => {
@@ -307,7 +461,14 @@ impl Sender {
                     items = tally.as_deref().unwrap_or("-"),
                     "sent"
                 );
-                judge(entries, batch, Some(status), parsed.as_ref(), retry_after)
+                judge(
+                    auth,
+                    entries,
+                    batch,
+                    Some(status),
+                    parsed.as_ref(),
+                    retry_after,
+                )
             }
             Err(e) => {
                 let mut cause = e.to_string();
@@ -323,9 +484,53 @@ impl Sender {
                     "failed"
                 };
                 tracing::warn!(route, readings = entries.len(), "send {kind}: {cause}");
-                judge(entries, batch, None, None, None)
+                judge(auth, entries, batch, None, None, None)
             }
         }
+    }
+
+    /// The SigV4 headers for one post with this box's cached credentials (fetched when
+    /// due, noted for `sensorbox status`), or the judgement when there are none.
+    async fn signature(
+        &mut self,
+        entries: &[Entry],
+        url: &reqwest::Url,
+        body: &[u8],
+    ) -> Result<Vec<(&'static str, String)>, Judgement> {
+        let Some(iam) = &mut self.iam else {
+            return Ok(Vec::new());
+        };
+        let fetched = iam.credentials.fetches();
+        let credentials = iam
+            .credentials
+            .get(chrono::Utc::now())
+            .await
+            .map_err(|e| judge_credentials(entries, &e))?;
+        let fetches = iam.credentials.fetches();
+        let headers = crate::signing::sign_post(
+            url,
+            CONTENT_TYPE,
+            body,
+            &credentials,
+            &iam.region,
+            std::time::SystemTime::now(),
+        );
+        if fetches != fetched {
+            let note = format!(
+                "fetched {fetches}, expires {}",
+                credentials.expiration.to_rfc3339()
+            );
+            self.with_queue(|q| {
+                if let Err(e) = q.set_status("credentials", &note) {
+                    tracing::warn!("cannot note the credentials for `sensorbox status`: {e}");
+                }
+            });
+        }
+        headers.map_err(|e| {
+            // Not expected (the URL and the credentials are checked types): kept, retried.
+            tracing::error!("{e}");
+            judge(Auth::Iam, entries, false, None, None, None)
+        })
     }
 
     /// Carries out a judgement; `Some(reason)` when sending must stop.
@@ -355,7 +560,23 @@ impl Sender {
         if let Some(reason) = j.stop {
             return Some(reason);
         }
-        match j.back_off {
+        let mut back_off = j.back_off;
+        if j.refresh_credentials {
+            if let Some(iam) = &mut self.iam {
+                iam.credentials.invalidate();
+            }
+            self.expired_in_a_row = self.expired_in_a_row.saturating_add(1);
+            if self.expired_in_a_row > 1 {
+                // Fresh credentials refused as expired too: refetching at once cannot help.
+                tracing::warn!(
+                    "the API refuses fresh credentials as expired or invalid too: backing off; is this box's clock right (clock = \"ntp\")?"
+                );
+                back_off = Some(None);
+            }
+        } else {
+            self.expired_in_a_row = 0;
+        }
+        match back_off {
             Some(retry_after) => {
                 let wait = self.backoff.next(retry_after, &mut self.rng);
                 tracing::info!(
@@ -385,8 +606,19 @@ mod tests {
         body: &str,
         retry_after: Option<Duration>,
     ) -> Judgement {
+        judge_as(Auth::ApiKey, entries, batch, status, body, retry_after)
+    }
+
+    fn judge_as(
+        auth: Auth,
+        entries: &[Entry],
+        batch: bool,
+        status: Option<u16>,
+        body: &str,
+        retry_after: Option<Duration>,
+    ) -> Judgement {
         let parsed: Option<Value> = serde_json::from_str(body).ok();
-        judge(entries, batch, status, parsed.as_ref(), retry_after)
+        judge(auth, entries, batch, status, parsed.as_ref(), retry_after)
     }
 
     fn entries(n: i64) -> Vec<Entry> {
@@ -476,6 +708,155 @@ mod tests {
         // A 503 from something in front of the function: no items, keep everything.
         let j = judge_text(&three, true, Some(503), "<html>", None);
         assert_eq!(j.keep, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn iam_answers_refresh_expired_credentials_and_stop_on_a_wrong_group() {
+        let one = entries(1);
+        let three = entries(3);
+        // API Gateway's 403s for expired credentials or an old signature: refetch, resend.
+        for message in [
+            "The security token included in the request is expired",
+            "The security token included in the request is invalid.",
+            "Signature expired: 20261204T160000Z is now earlier than 20261204T160100Z (20261204T160600Z - 5 min.)",
+        ] {
+            let body = serde_json::json!({ "message": message }).to_string();
+            let j = judge_as(Auth::Iam, &three, true, Some(403), &body, None);
+            assert!(j.refresh_credentials && j.stop.is_none(), "{message}");
+            assert_eq!((j.keep, j.back_off), (vec![1, 2, 3], None), "{message}");
+            assert!(j.dead.is_empty() && j.remove.is_empty());
+            // The shared key has no credentials to refresh: a refusal as before.
+            let j = judge_as(Auth::ApiKey, &one, false, Some(403), &body, None);
+            assert!(!j.refresh_credentials && j.stop.is_some(), "{message}");
+        }
+
+        // The function: the registry binds this thing to another group, or knows no such box.
+        let group = r#"{"error":"forbidden","field":"groupid","message":"box-1 belongs to group 3, not 2"}"#;
+        for auth in [Auth::Iam, Auth::ApiKey] {
+            let j = judge_as(auth, &one, false, Some(403), group, None);
+            let stop = j.stop.unwrap_or_default();
+            assert!(
+                stop.contains("fleet move") && stop.contains("group 3"),
+                "{stop}"
+            );
+            assert_eq!((j.keep, j.refresh_credentials), (vec![1], false));
+        }
+        let thing = r#"{"error":"forbidden","field":"thing","message":"no such thing"}"#;
+        let j = judge_as(Auth::Iam, &one, false, Some(403), thing, None);
+        let stop = j.stop.unwrap_or_default();
+        assert!(
+            stop.contains("fleet enroll") && stop.contains("does not know"),
+            "{stop}"
+        );
+
+        // As a batch item: stored ones go, the refused ones stay, sending stops.
+        let items = r#"{"status":"ok","items":[{"index":0,"status":"stored"},
+            {"index":1,"status":"forbidden","error":"forbidden","field":"groupid","message":"group 3"},
+            {"index":2,"status":"forbidden","error":"forbidden","field":"groupid","message":"group 3"}]}"#;
+        let j = judge_as(Auth::Iam, &three, true, Some(200), items, None);
+        assert_eq!((j.remove, j.keep), (vec![1], vec![2, 3]));
+        assert!(j.stop.unwrap_or_default().contains("fleet move"));
+
+        // Any other 403 with [iam] (API Gateway's own refusal of the signature): stop.
+        let j = judge_as(
+            Auth::Iam,
+            &one,
+            false,
+            Some(403),
+            r#"{"message":"User: arn:aws:sts::1:assumed-role/box/box-2 is not authorized to perform: execute-api:Invoke"}"#,
+            None,
+        );
+        let stop = j.stop.unwrap_or_default();
+        assert!(
+            stop.contains("[iam]") && stop.contains("not authorized"),
+            "{stop}"
+        );
+        assert!(!j.refresh_credentials);
+    }
+
+    #[test]
+    fn no_credentials_stops_on_a_refusal_and_backs_off_otherwise() {
+        let two = entries(2);
+        let refused = FetchError::Refused(
+            "the credentials provider refused this box's certificate: revoked, inactive or not enrolled?".into(),
+        );
+        let j = judge_credentials(&two, &refused);
+        assert_eq!((j.keep, j.back_off), (vec![1, 2], None));
+        let stop = j.stop.unwrap_or_default();
+        assert!(
+            stop.contains("revoked") && stop.contains("queue is kept"),
+            "{stop}"
+        );
+
+        let j = judge_credentials(&two, &FetchError::Transient("timed out".into()));
+        assert_eq!((j.keep, j.back_off, j.stop), (vec![1, 2], Some(None), None));
+        assert!(j.notes[0].contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn a_stale_credentials_answer_resends_at_once_only_once_in_a_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(&dir.path().join("q.db"), 10).expect("queue");
+        let base = reqwest::Url::parse("http://127.0.0.1:9").expect("url");
+        let mut sender = Sender::new(
+            reqwest::Client::new(),
+            base,
+            None,
+            Arc::new(Mutex::new(queue)),
+        );
+        sender.backoff = ResendBackoff::new(Duration::from_millis(1), Duration::from_millis(1));
+        let stale = || Judgement {
+            keep: vec![1],
+            refresh_credentials: true,
+            ..Judgement::default()
+        };
+        assert_eq!(sender.apply(stale()).await, None);
+        assert_eq!((sender.expired_in_a_row, sender.backoff.failures), (1, 0));
+        // Refused as stale again with fresh credentials: back off this time.
+        assert_eq!(sender.apply(stale()).await, None);
+        assert_eq!((sender.expired_in_a_row, sender.backoff.failures), (2, 1));
+        // Any other answer ends the run.
+        sender.apply(Judgement::default()).await;
+        assert_eq!((sender.expired_in_a_row, sender.backoff.failures), (0, 0));
+    }
+
+    #[test]
+    fn iam_posts_go_to_the_things_routes_under_api_urls_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(&dir.path().join("q.db"), 10).expect("queue");
+        let queue = Arc::new(Mutex::new(queue));
+        let base = reqwest::Url::parse("https://abc.execute-api.eu-west-1.amazonaws.com/prod")
+            .expect("url");
+        let sender = Sender::new(reqwest::Client::new(), base.clone(), None, queue.clone());
+        assert_eq!(
+            sender.url("dust").as_str(),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/dust"
+        );
+        crate::tls::install_crypto_provider();
+        let certs = local_aws::Certs::ensure(&dir.path().join("ca")).expect("CA");
+        let device = certs.device("box-1").expect("device certificate");
+        let iam = crate::config::IamConfig {
+            credentials_url: reqwest::Url::parse(
+                "https://localhost:1/role-aliases/box/credentials",
+            )
+            .expect("url"),
+            role_alias: "box".into(),
+            region: "eu-west-1".into(),
+            ca: certs.ca(),
+            cert: device.cert,
+            key: device.key,
+        };
+        let provider =
+            Provider::new(&iam, "box-1", Duration::from_secs(1)).expect("provider client");
+        let sender = Sender::new(reqwest::Client::new(), base, None, queue).with_iam(Iam {
+            credentials: CredentialsCache::new(provider),
+            region: iam.region,
+            thing: "box-1".into(),
+        });
+        assert_eq!(
+            sender.url("dust").as_str(),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod/things/box-1/dust"
+        );
     }
 
     #[test]

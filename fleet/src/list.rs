@@ -6,6 +6,8 @@ use serde_json::Value;
 
 pub async fn run(registry: &Registry) -> Result<(), String> {
     let mut things = Vec::new();
+    // Boxes `fleet revoke` retired (their certificates detached, so none shows).
+    let mut revoked = Vec::new();
     let mut pages = registry.iot.list_things().into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| describe("ListThings", e))?;
@@ -15,6 +17,12 @@ pub async fn run(registry: &Registry) -> Result<(), String> {
                     .attributes()
                     .and_then(|a| a.get(crate::registry::GROUP_ATTRIBUTE))
                     .cloned();
+                if thing
+                    .attributes()
+                    .is_some_and(|a| a.contains_key(crate::registry::REVOKED_ATTRIBUTE))
+                {
+                    revoked.push(name.to_string());
+                }
                 things.push((name.to_string(), group));
             }
         }
@@ -35,6 +43,7 @@ pub async fn run(registry: &Registry) -> Result<(), String> {
                 certificate_id(arn).chars().take(8).collect::<String>(),
                 registry.certificate_status(arn).await?
             ),
+            None if revoked.contains(&name) => "revoked".into(),
             None => "none".into(),
         };
         let (connected, since) = match &shadows {

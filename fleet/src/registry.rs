@@ -8,6 +8,8 @@ use sensor_model::domain::thing_name::ThingName;
 
 /// The attribute that binds a box to its group (the functions read the same one).
 pub const GROUP_ATTRIBUTE: &str = "groupid";
+/// The attribute `fleet revoke` sets (the functions refuse a thing that has it).
+pub const REVOKED_ATTRIBUTE: &str = "revoked";
 
 pub struct Registry {
     pub iot: aws_sdk_iot::Client,

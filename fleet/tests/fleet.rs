@@ -228,5 +228,16 @@ async fn enroll_move_list_revoke_and_bad_input_changes_nothing() {
     let (_, certificates) = registry.snapshot().await;
     assert_eq!(certificates[0].1, "REVOKED");
     assert!(registry.principals("pi-1").await.is_empty(), "detached");
+    let thing = registry_client(&registry.front.url())
+        .describe_thing()
+        .thing_name("pi-1")
+        .send()
+        .await
+        .expect("DescribeThing");
+    let revoked = thing.attributes().and_then(|a| a.get("revoked"));
+    assert!(
+        revoked.is_some_and(|when| when.starts_with("20")),
+        "{revoked:?}"
+    );
     registry.refused(&["revoke", "pi-1"], "already revoked");
 }

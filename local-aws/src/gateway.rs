@@ -17,6 +17,8 @@
 use crate::apigw_event::{self, BodyEncoding, ContextFields, ProxyContext, ProxyRequest};
 use crate::http::{self, BodyError, HttpResponse, Server};
 use crate::invoke::{self, invoke, InvokeClient, InvokeError};
+use crate::signature::{self, Refusal};
+use crate::sts::IssuedCredentials;
 use hyper::body::Incoming;
 use hyper::Request;
 use serde_json::{json, Value};
@@ -49,6 +51,11 @@ pub struct GatewayConfig {
     /// deployed REST API requires a key of its usage plan. None (the default for
     /// `cargo xtask dev`): no key is checked.
     pub api_key: Option<String>,
+    /// The sessions of the local credentials provider: with them, the IAM-authorized
+    /// routes (`/things/{thing}/<sensor>`) take requests signed with their credentials
+    /// ([`crate::signature`]). None: no credentials provider, so every request there is
+    /// refused as one with unknown credentials.
+    pub sessions: Option<IssuedCredentials>,
 }
 
 impl GatewayConfig {
@@ -68,6 +75,7 @@ impl GatewayConfig {
             timeout: Duration::from_secs(600),
             log: false,
             api_key: None,
+            sessions: None,
         }
     }
 }
@@ -240,20 +248,26 @@ pub fn thing_route(path: &str) -> Option<(&str, &str)> {
     (!thing.is_empty() && INGEST_FUNCTIONS.contains(&sensor)).then_some((thing, sensor))
 }
 
-/// API Gateway's answer on an IAM-authorized route to a request it cannot authenticate:
-/// no signature at all, or credentials it does not know. This gateway knows none yet (the
-/// local credentials provider that issues them is still to come), so every such request
-/// gets one of these, as a deployed API answers a box whose credentials are not AWS's.
+/// API Gateway's answer on an IAM-authorized route when there is no credentials provider
+/// to have issued credentials: no signature at all, or credentials it does not know.
 fn unsigned(request: &Request<Incoming>, request_id: &str) -> HttpResponse {
-    if request.headers().contains_key(hyper::header::AUTHORIZATION) {
-        message(
-            403,
-            "The security token included in the request is invalid.",
-            request_id,
-        )
+    let refusal = if request.headers().contains_key(hyper::header::AUTHORIZATION) {
+        Refusal::InvalidToken
     } else {
-        message(403, "Missing Authentication Token", request_id)
-    }
+        Refusal::Missing
+    };
+    refused(&refusal, request_id)
+}
+
+fn refused(refusal: &Refusal, request_id: &str) -> HttpResponse {
+    http::json(
+        403,
+        &refusal.body(),
+        &[
+            ("x-amzn-RequestId", request_id),
+            ("x-amzn-ErrorType", "AccessDeniedException"),
+        ],
+    )
 }
 
 async fn route(
@@ -264,21 +278,38 @@ async fn route(
 ) -> (HttpResponse, Option<String>) {
     let (config, client) = (&state.config, &state.client);
     let path = request.uri().path().to_owned();
-    if thing_route(&path).is_some() {
-        return (unsigned(&request, request_id), None);
-    }
-    let Some((resource, function)) = config.routes.iter().find(|(resource, _)| *resource == path)
-    else {
-        return (message(404, "Not Found", request_id), None);
-    };
-    let needs_key = key_required(&state.contract, resource, request.method().as_str());
-    if let (Some(key), true) = (&config.api_key, needs_key) {
-        let given = request.headers().get("x-api-key").map(|v| v.as_bytes());
-        if given != Some(key.as_bytes()) {
-            // API Gateway's answer to a missing or unknown key.
-            return (message(403, "Forbidden", request_id), None);
+    // A box's own route: IAM-authorized, the thing a path parameter.
+    let box_route = thing_route(&path).map(|(thing, sensor)| {
+        (
+            format!("/things/{{thing}}/{sensor}"),
+            sensor.to_owned(),
+            thing.to_owned(),
+        )
+    });
+    let (resource, function) = match &box_route {
+        Some((resource, sensor, _)) => {
+            if config.sessions.is_none() {
+                return (unsigned(&request, request_id), None);
+            }
+            (resource.as_str(), sensor.as_str())
         }
-    }
+        None => {
+            let Some((resource, function)) =
+                config.routes.iter().find(|(resource, _)| *resource == path)
+            else {
+                return (message(404, "Not Found", request_id), None);
+            };
+            let needs_key = key_required(&state.contract, resource, request.method().as_str());
+            if let (Some(key), true) = (&config.api_key, needs_key) {
+                let given = request.headers().get("x-api-key").map(|v| v.as_bytes());
+                if given != Some(key.as_bytes()) {
+                    // API Gateway's answer to a missing or unknown key.
+                    return (message(403, "Forbidden", request_id), None);
+                }
+            }
+            (resource.as_str(), function.as_str())
+        }
+    };
     let (parts, body) = request.into_parts();
     let body = match http::read_body(body, MAX_REQUEST).await {
         Ok(body) => body,
@@ -287,6 +318,29 @@ async fn route(
             eprintln!("gateway: cannot read request body: {e}");
             return (message(400, "Bad Request", request_id), None);
         }
+    };
+    let caller = match (&box_route, &config.sessions) {
+        (Some(_), Some(sessions)) => {
+            let checked =
+                signature::verify(&parts, &body, sessions, SystemTime::now()).and_then(|caller| {
+                    signature::authorize(&caller, parts.method.as_str(), &path, &config.stage)
+                        .map(|()| caller)
+                });
+            match checked {
+                Ok(caller) => Some(caller),
+                Err(refusal) => {
+                    if config.log {
+                        eprintln!(
+                            "gateway: {} {path} refused: {}",
+                            parts.method,
+                            refusal.body()
+                        );
+                    }
+                    return (refused(&refusal, request_id), None);
+                }
+            }
+        }
+        _ => None,
     };
     let request = ProxyRequest {
         method: parts.method.as_str(),
@@ -305,7 +359,16 @@ async fn route(
         body: BodyEncoding::Base64,
         fields: ContextFields::Full,
     };
-    let event = apigw_event::rest_event(&request, &context);
+    let mut event = apigw_event::rest_event(&request, &context);
+    if let (Some((_, _, thing)), Some(caller)) = (&box_route, &caller) {
+        event["pathParameters"] = json!({ "thing": thing });
+        if let (Some(identity), Some(signed)) = (
+            event["requestContext"]["identity"].as_object_mut(),
+            caller.identity().as_object(),
+        ) {
+            identity.extend(signed.clone());
+        }
+    }
     let url = invoke::url(config.invoke_base.trim_end_matches('/'), function);
     // As API Gateway does, the invocation runs to completion even when the caller hangs up
     // (a box killed mid-request): dropping it mid-flight would make `cargo lambda watch`

@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -35,6 +36,40 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = HttpResponse> + Send + 'static,
 {
+    serve_with(addr, None, move |request, peer, _| handler(request, peer)).await
+}
+
+/// The client certificate a mutual-TLS connection presented (its first, the leaf).
+pub type ClientCertificate = Option<CertificateDer<'static>>;
+
+/// Makes the TLS configuration for each new connection, so a changed revocation list
+/// takes effect on the next handshake.
+pub type TlsConfigSource = Arc<dyn Fn() -> Result<Arc<rustls::ServerConfig>, String> + Send + Sync>;
+
+/// Like [`serve`], over TLS: each connection gets `tls()`'s configuration, and `handler`
+/// is handed the client certificate. A refused handshake is logged and the connection
+/// dropped, as a TLS server refuses a revoked certificate.
+pub async fn serve_tls<H, F>(
+    addr: SocketAddr,
+    tls: TlsConfigSource,
+    handler: H,
+) -> io::Result<Server>
+where
+    H: Fn(Request<Incoming>, SocketAddr, ClientCertificate) -> F + Send + Sync + 'static,
+    F: Future<Output = HttpResponse> + Send + 'static,
+{
+    serve_with(addr, Some(tls), handler).await
+}
+
+async fn serve_with<H, F>(
+    addr: SocketAddr,
+    tls: Option<TlsConfigSource>,
+    handler: H,
+) -> io::Result<Server>
+where
+    H: Fn(Request<Incoming>, SocketAddr, ClientCertificate) -> F + Send + Sync + 'static,
+    F: Future<Output = HttpResponse> + Send + 'static,
+{
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (shutdown, mut stop) = watch::channel(false);
@@ -53,26 +88,59 @@ where
                 },
             };
             let handler = handler.clone();
-            let mut stop = stop.clone();
+            let stop = stop.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let response = handler(request, peer);
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(connection);
-                tokio::select! {
-                    _ = connection.as_mut() => {}
-                    _ = stop.changed() => {
-                        connection.as_mut().graceful_shutdown();
-                        let _ = connection.await;
+                let service = |certificate: ClientCertificate| {
+                    service_fn(move |request| {
+                        let response = handler(request, peer, certificate.clone());
+                        async move { Ok::<_, Infallible>(response.await) }
+                    })
+                };
+                let Some(tls) = tls else {
+                    return run_connection(stream, service(None), stop).await;
+                };
+                let config = match tls() {
+                    Ok(config) => config,
+                    Err(why) => return eprintln!("local-aws: TLS on {addr}: {why}"),
+                };
+                match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                    Ok(stream) => {
+                        let certificate = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|leaf| leaf.clone().into_owned());
+                        run_connection(stream, service(certificate), stop).await
+                    }
+                    Err(e) => {
+                        eprintln!("local-aws: TLS handshake from {peer} on {addr} refused: {e}")
                     }
                 }
             });
         }
     });
     Ok(Server { addr, shutdown })
+}
+
+/// Serves one connection until it ends or the server stops (then gracefully).
+async fn run_connection<IO, S>(io: IO, service: S, mut stop: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>> + Send + 'static,
+    S::Future: Send,
+{
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 pub enum BodyError {

@@ -16,31 +16,41 @@
 //!    [`mqtt_publisher`] (the in-process client that publishes into the broker),
 //!    [`mqtt_subscriber`] (a client that waits on what the broker routes to a filter),
 //!    [`apigw_event`] (API Gateway's REST proxy event and response mapping), [`openapi`]
-//!    (the contract), [`fault`] (the fault-injecting proxy);
-//! 2. [`certs`] (the local CA) and [`shadow`] (the Device Shadow API);
+//!    (the contract), [`fault`] (the fault-injecting proxy), [`sts`] (the temporary
+//!    credentials issued so far);
+//! 2. [`certs`] (the local CA), [`shadow`] (the Device Shadow API), [`signature`]
+//!    (API Gateway's SigV4 check and the boxes' role, over `sts`' sessions) and `moto`
+//!    (calls to moto's IoT control plane, with `invoke`'s client);
 //! 3. [`broker`] (Mosquitto, mutual TLS with `certs`), [`iot`] (the data-plane
 //!    endpoint: publishes through `mqtt_publisher`, shadows from `shadow`) and
 //!    [`registry`] (moto's IoT control plane behind a front whose `CreateCertificateFromCsr`
-//!    signs with `certs`' CA, through `invoke`'s HTTP client);
+//!    signs with `certs`' CA, through `invoke`'s HTTP client) and [`credentials`] (the IoT
+//!    credentials provider: mutual TLS with `certs`, the registry through `moto`, sessions
+//!    into `sts`);
 //! 4. [`iot_rules`] (the emulated IoT rules: `mqtt_publisher`, `shadow`, `invoke`) and
-//!    [`gateway`] (the API Gateway emulator: `invoke`, `apigw_event`, `openapi`);
+//!    [`gateway`] (the API Gateway emulator: `invoke`, `apigw_event`, `openapi`, and
+//!    `signature` on the IAM-authorized routes);
 //! 5. [`Stack`] (this file), which starts them together.
 
 pub mod apigw_event;
 mod aws_error;
 pub mod broker;
 pub mod certs;
+pub mod credentials;
 pub mod fault;
 pub mod gateway;
 mod http;
 mod invoke;
 pub mod iot;
 pub mod iot_rules;
+mod moto;
 pub mod mqtt_publisher;
 pub mod mqtt_subscriber;
 pub mod openapi;
 pub mod registry;
 pub mod shadow;
+pub mod signature;
+pub mod sts;
 mod thing_name;
 
 pub use broker::{Broker, BrokerConfig, TlsListener};
@@ -142,7 +152,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     /// Every module, its layer (the crate doc's list) and its source.
-    const MODULES: [(&str, u8, &str); 16] = [
+    const MODULES: [(&str, u8, &str); 20] = [
         ("http", 0, include_str!("http.rs")),
         ("aws_error", 1, include_str!("aws_error.rs")),
         ("thing_name", 1, include_str!("thing_name.rs")),
@@ -152,10 +162,14 @@ mod tests {
         ("apigw_event", 1, include_str!("apigw_event.rs")),
         ("openapi", 1, include_str!("openapi.rs")),
         ("fault", 1, include_str!("fault.rs")),
+        ("moto", 2, include_str!("moto.rs")),
+        ("sts", 1, include_str!("sts.rs")),
+        ("signature", 2, include_str!("signature.rs")),
         ("certs", 2, include_str!("certs.rs")),
         ("shadow", 2, include_str!("shadow.rs")),
         ("broker", 3, include_str!("broker.rs")),
         ("registry", 3, include_str!("registry.rs")),
+        ("credentials", 3, include_str!("credentials.rs")),
         ("iot", 3, include_str!("iot.rs")),
         ("iot_rules", 4, include_str!("iot_rules.rs")),
         ("gateway", 4, include_str!("gateway.rs")),

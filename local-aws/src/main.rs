@@ -2,6 +2,7 @@
 //! endpoint, the IoT rules and the API Gateway emulator in one process. Prints what it
 //! bound, then serves until Ctrl-C / SIGTERM.
 
+use local_aws::credentials::{CredentialsProvider, CredentialsProviderConfig};
 use local_aws::{GatewayConfig, RegistryFront, Stack, StackConfig, TlsConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ usage: local-aws [options]
                        --certs, serve the registry in front of it on --registry-port
   --registry-port N    the IoT registry port (default 5010): moto, except that
                        CreateCertificateFromCsr is signed by the local CA
+  --credentials-port N the IoT credentials provider (default 5011; with --moto-url):
+                       mutual TLS, GET /role-aliases/<alias>/credentials; the
+                       gateway then checks SigV4 on /things/{thing}/<sensor>
+  --role-alias NAME    the role alias it serves (default local-sensor-box)
+  --credentials-lifetime S
+                       seconds the credentials it issues last (default 3600)
   --quiet              no per-request log lines
 ";
 
@@ -54,6 +61,9 @@ struct Options {
     api_key: Option<String>,
     moto: Option<String>,
     registry: u16,
+    credentials: u16,
+    role_alias: String,
+    lifetime: u64,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -74,6 +84,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         api_key: None,
         moto: None,
         registry: 5010,
+        credentials: 5011,
+        role_alias: "local-sensor-box".into(),
+        lifetime: local_aws::credentials::DEFAULT_LIFETIME.as_secs(),
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -115,6 +128,18 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--api-key" => options.api_key = Some(value.clone()),
             "--moto-url" => options.moto = Some(value.clone()),
             "--registry-port" => options.registry = port()?,
+            "--credentials-port" => options.credentials = port()?,
+            "--role-alias" => options.role_alias = value.clone(),
+            "--credentials-lifetime" => {
+                options.lifetime = match value.parse() {
+                    Ok(seconds @ 1..) => seconds,
+                    _ => {
+                        return Err(format!(
+                            "--credentials-lifetime: `{value}` is not a positive number of seconds"
+                        ))
+                    }
+                }
+            }
             "--invoke-timeout" => {
                 options.timeout = value
                     .parse()
@@ -159,6 +184,12 @@ async fn serve(options: Options) -> ExitCode {
     gateway_config.timeout = Duration::from_secs(options.timeout);
     gateway_config.log = !options.quiet;
     gateway_config.api_key = options.api_key;
+    // With a registry, the credentials provider issues credentials and the gateway checks
+    // signatures made with them.
+    let sessions = local_aws::sts::IssuedCredentials::default();
+    if options.moto.is_some() {
+        gateway_config.sessions = Some(sessions.clone());
+    }
     let config = StackConfig {
         mqtt: SocketAddr::new(options.host, options.mqtt),
         mqtt_tls: options.certs.map(|certs| TlsConfig {
@@ -224,6 +255,34 @@ async fn serve(options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
         (None, _) => None,
+    };
+    let _credentials = match (&options.moto, &stack.certs) {
+        (Some(moto), Some(certs)) => {
+            let config = CredentialsProviderConfig {
+                addr: SocketAddr::new(options.host, options.credentials),
+                certs: certs.clone(),
+                moto: moto.clone(),
+                role_alias: options.role_alias.clone(),
+                lifetime: Duration::from_secs(options.lifetime),
+                sessions,
+            };
+            let addr = config.addr;
+            match CredentialsProvider::start(config).await {
+                Ok(provider) => {
+                    println!(
+                        "credentials https://{}/role-aliases/{}/credentials (client certificate required)",
+                        provider.endpoint(),
+                        options.role_alias
+                    );
+                    Some(provider)
+                }
+                Err(e) => {
+                    eprintln!("local-aws: credentials provider on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
     };
     println!("broker   log {}", stack.broker.log_path().display());
     println!("iot-data {}", stack.iot.url());

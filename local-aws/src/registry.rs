@@ -15,18 +15,15 @@ use crate::aws_error::error;
 use crate::certs::Certs;
 use crate::http::{self, BodyError, HttpResponse, Server};
 use crate::invoke::{self, InvokeClient};
+use crate::moto::{fetch, UNSIGNED};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use serde_json::{json, Value};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// What moto needs to route an unsigned request to its IoT control plane.
-const UNSIGNED: &str = "AWS4-HMAC-SHA256 Credential=LOCAL/20260101/us-east-1/iot/aws4_request, SignedHeaders=host, Signature=0";
 
 /// The largest control-plane request body relayed (a CSR or a policy is a few KB).
 const MAX_BODY: usize = 256 * 1024;
@@ -179,31 +176,6 @@ async fn relay(client: &InvokeClient, request: Request<Full<Bytes>>) -> HttpResp
     match fetch(client, request).await {
         Ok((parts, body)) => hyper::Response::from_parts(parts, Full::new(body)),
         Err(unavailable) => unavailable,
-    }
-}
-
-/// moto's answer, read whole; a 503 in AWS's error shape when it does not answer.
-async fn fetch(
-    client: &InvokeClient,
-    request: Request<Full<Bytes>>,
-) -> Result<(hyper::http::response::Parts, Bytes), HttpResponse> {
-    let unavailable = |why: String| {
-        error(
-            503,
-            "ServiceUnavailableException",
-            &format!("registry: {why}"),
-        )
-    };
-    let answer = match tokio::time::timeout(Duration::from_secs(30), client.request(request)).await
-    {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => return Err(unavailable(e.to_string())),
-        Err(_) => return Err(unavailable("no answer in 30 s".into())),
-    };
-    let (parts, body) = answer.into_parts();
-    match body.collect().await {
-        Ok(body) => Ok((parts, body.to_bytes())),
-        Err(e) => Err(unavailable(e.to_string())),
     }
 }
 

@@ -559,11 +559,46 @@ pub struct DeviceStack {
     pub rules: local_aws::IotRules,
     pub gateway: local_aws::Gateway,
     pub watch: ChildGuard,
+    /// With [`DeviceStack::start_secured`]: the boxes' identity.
+    pub identity: Option<Identity>,
 }
+
+/// The per-box identity of a [`DeviceStack::start_secured`] stack: the local CA, the
+/// registry front that signs CSRs with it (and revokes on the broker), and the IoT
+/// credentials provider whose sessions the gateway checks signatures against.
+pub struct Identity {
+    pub certs: local_aws::Certs,
+    pub front: local_aws::RegistryFront,
+    pub credentials: local_aws::credentials::CredentialsProvider,
+}
+
+/// The role alias of the secured test stacks.
+pub const ROLE_ALIAS: &str = "test-sensor-box";
 
 impl DeviceStack {
     /// `extra` is added to the functions' environment.
     pub async fn start(tls: Option<local_aws::TlsListener>, extra: &[(&str, &str)]) -> DeviceStack {
+        DeviceStack::start_with(tls, None, extra).await
+    }
+
+    /// The stack as deployed: the broker's mutual-TLS listener, the registry front, the
+    /// credentials provider (credentials lasting `lifetime`) and the gateway checking
+    /// SigV4 on the boxes' routes; the CA under `certs`.
+    pub async fn start_secured(
+        certs: &Path,
+        lifetime: Duration,
+        extra: &[(&str, &str)],
+    ) -> DeviceStack {
+        let certs = local_aws::Certs::ensure(certs).expect("local CA");
+        let tls = local_aws::TlsListener::from_certs("127.0.0.1:0".parse().expect("addr"), &certs);
+        DeviceStack::start_with(Some(tls), Some((certs, lifetime)), extra).await
+    }
+
+    async fn start_with(
+        tls: Option<local_aws::TlsListener>,
+        secured: Option<(local_aws::Certs, Duration)>,
+        extra: &[(&str, &str)],
+    ) -> DeviceStack {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let broker = Broker::start_with(local_aws::BrokerConfig {
             plain: any,
@@ -577,6 +612,38 @@ impl DeviceStack {
             .expect("IoT endpoint");
         let opensearch = OpenSearch::start().await;
         let registry = Moto::start().await;
+        let sessions = local_aws::sts::IssuedCredentials::default();
+        let identity = match secured {
+            Some((certs, lifetime)) => {
+                let reload: local_aws::registry::Reload = std::sync::Arc::new(broker.reloader());
+                let front = local_aws::RegistryFront::start_revoking(
+                    any,
+                    registry.url.clone(),
+                    certs.clone(),
+                    Some(reload),
+                )
+                .await
+                .expect("registry front");
+                let credentials = local_aws::credentials::CredentialsProvider::start(
+                    local_aws::credentials::CredentialsProviderConfig {
+                        addr: any,
+                        certs: certs.clone(),
+                        moto: registry.url.clone(),
+                        role_alias: ROLE_ALIAS.into(),
+                        lifetime,
+                        sessions: sessions.clone(),
+                    },
+                )
+                .await
+                .expect("credentials provider");
+                Some(Identity {
+                    certs,
+                    front,
+                    credentials,
+                })
+            }
+            None => None,
+        };
         let mut env = with_registry(function_env(&iot.url(), &opensearch.url), &registry.url);
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let (watch, watch_port) = start_watch(&env, &[]).await;
@@ -595,7 +662,9 @@ impl DeviceStack {
         )
         .await
         .expect("rules");
-        let gateway = local_aws::Gateway::start(any, local_aws::GatewayConfig::sensors(invoke))
+        let mut gateway_config = local_aws::GatewayConfig::sensors(invoke);
+        gateway_config.sessions = identity.as_ref().map(|_| sessions);
+        let gateway = local_aws::Gateway::start(any, gateway_config)
             .await
             .expect("gateway");
         wait_for_gasdetector(gateway.local_addr().port()).await;
@@ -607,6 +676,7 @@ impl DeviceStack {
             rules,
             gateway,
             watch,
+            identity,
         }
     }
 }
@@ -893,7 +963,8 @@ pub fn sensorbox_queue_depth(agent: &Path, config: &Path) -> Option<u64> {
 
 /// Waits until `gasdetector` answers behind the local gateway on `port`: the first invoke
 /// under `cargo lambda watch` may build the function, so callers that time requests wait
-/// here first. An empty batch is the function's own 400 (the gateway's 503 is not).
+/// here first. An empty batch is the function's own 400, or its 403 with the shared-key
+/// routes off (the gateway's 503 is neither).
 pub async fn wait_for_gasdetector(port: u16) {
     let http = reqwest::Client::new();
     eventually("the function to answer", WATCH_BUILD, || {
@@ -901,7 +972,15 @@ pub async fn wait_for_gasdetector(port: u16) {
             .post(format!("http://127.0.0.1:{port}/gasdetector"))
             .body("[]")
             .send();
-        async move { request.await.ok().filter(|r| r.status() == 400).map(|_| ()) }
+        // 400 (an empty batch), or 403 when the shared-key routes are off: either way the
+        // function itself answered.
+        async move {
+            request
+                .await
+                .ok()
+                .filter(|r| matches!(r.status().as_u16(), 400 | 403))
+                .map(|_| ())
+        }
     })
     .await;
 }

@@ -14,6 +14,9 @@ use sensor_model::domain::thing_name::ThingName;
 
 /// The attribute that names a box's group.
 pub const GROUP_ATTRIBUTE: &str = "groupid";
+/// The attribute `fleet revoke` sets (when, RFC 3339): credentials the box got before the
+/// revocation stay valid for their lifetime, so the binding refuses it by this.
+pub const REVOKED_ATTRIBUTE: &str = "revoked";
 
 #[derive(Debug, Clone)]
 pub struct IotRegistry {
@@ -45,12 +48,18 @@ impl Registry for IotRegistry {
             .send()
             .await
         {
-            Ok(output) => Ok(registration(
-                output
-                    .attributes()
-                    .and_then(|attributes| attributes.get(GROUP_ATTRIBUTE))
-                    .map(String::as_str),
-            )),
+            Ok(output) => {
+                let attribute = |name| {
+                    output
+                        .attributes()
+                        .and_then(|attributes| attributes.get(name))
+                        .map(String::as_str)
+                };
+                Ok(registration(
+                    attribute(GROUP_ATTRIBUTE),
+                    attribute(REVOKED_ATTRIBUTE),
+                ))
+            }
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), DescribeThingError::ResourceNotFoundException(_)) =>
             {
@@ -61,8 +70,11 @@ impl Registry for IotRegistry {
     }
 }
 
-/// What a thing's `groupid` attribute (if any) makes of it.
-fn registration(groupid: Option<&str>) -> Registration {
+/// What a thing's `groupid` and `revoked` attributes (if any) make of it.
+fn registration(groupid: Option<&str>, revoked: Option<&str>) -> Registration {
+    if let Some(when) = revoked {
+        return Registration::Revoked(when.to_string());
+    }
     match groupid {
         None => Registration::NoGroup,
         Some(value) => match GroupId::parse(value) {
@@ -79,17 +91,21 @@ mod tests {
     #[test]
     fn the_attribute_binds_a_valid_group_only() {
         assert_eq!(
-            registration(Some("site-7")),
+            registration(Some("site-7"), None),
             Registration::Group(GroupId::parse("site-7").expect("groupid"))
         );
-        assert_eq!(registration(None), Registration::NoGroup);
+        assert_eq!(registration(None, None), Registration::NoGroup);
         assert_eq!(
-            registration(Some("a/b")),
+            registration(Some("a/b"), None),
             Registration::BadGroup("a/b".into())
         );
         assert_eq!(
-            registration(Some("")),
+            registration(Some(""), None),
             Registration::BadGroup(String::new())
+        );
+        assert_eq!(
+            registration(Some("site-7"), Some("2026-12-04T16:00:00Z")),
+            Registration::Revoked("2026-12-04T16:00:00Z".into())
         );
     }
 }

@@ -150,6 +150,9 @@ fn bound_group(thing: &ThingName, registration: Registration) -> Result<GroupId,
         Registration::BadGroup(value) => Err(refused(format!(
             "box \"{thing}\" has groupid attribute {value:?} in the IoT registry, which is not a valid groupid; set it with `fleet move {thing} <groupid>`"
         ))),
+        Registration::Revoked(when) => Err(refused(format!(
+            "box \"{thing}\" was revoked ({when}); a revoked box is refused until it is enrolled again"
+        ))),
     }
 }
 
@@ -226,6 +229,16 @@ mod tests {
         registry.set(&thing("ghost"), Registration::BadGroup("a/b".into()));
         let (_, message) = refused(binding.group_of(&thing("ghost"), soon()).await);
         assert!(message.contains("\"a/b\""), "{message}");
+
+        registry.set(
+            &thing("ghost"),
+            Registration::Revoked("2026-12-04T16:00:00Z".into()),
+        );
+        let (_, message) = refused(binding.group_of(&thing("ghost"), soon()).await);
+        assert!(
+            message.contains("revoked (2026-12-04T16:00:00Z)"),
+            "{message}"
+        );
 
         // Enrolled a moment later: taken at once, not a minute later.
         registry.set(&thing("ghost"), Registration::Group(group("A")));

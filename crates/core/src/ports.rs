@@ -174,6 +174,9 @@ pub enum Registration {
     NoGroup,
     /// The thing's `groupid` attribute is not a valid groupid (set outside `fleet`).
     BadGroup(String),
+    /// `fleet revoke` retired the box (its `revoked` attribute, with when): refused even
+    /// while credentials issued before the revocation are still valid.
+    Revoked(String),
 }
 
 /// The registry of boxes: thing -> group (`DescribeThing` on AWS). The one source of truth

@@ -153,6 +153,28 @@ async fn a_thing_without_a_group_is_refused_naming_it() {
 }
 
 #[tokio::test]
+async fn a_revoked_box_is_refused_on_both_doors_even_with_credentials_from_before() {
+    let h = harness(&[]);
+    // `fleet revoke` sets the attribute; IAM still honours credentials issued before, so
+    // the function is where the HTTPS door closes.
+    h.registry.set(
+        &ThingName::parse("pi-a").unwrap(),
+        Registration::Revoked("2026-12-04T16:00:00Z".into()),
+    );
+    for request in [from_https("pi-a", SEED), from_mqtt("pi-a", SEED)] {
+        let response = h.app.handle(request).await;
+        let body = json_of(&response);
+        assert_eq!(response.status(), 403, "{body}");
+        assert_eq!(body["error"], "forbidden", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("was revoked"),
+            "{body}"
+        );
+    }
+    untouched(&h);
+}
+
+#[tokio::test]
 async fn the_payload_cannot_name_another_thing() {
     // pi-a claims to be pi-b inside its payload, for pi-b's group: the envelope's thing
     // (from the topic) is the only one that counts, so this is pi-a writing group 9.

@@ -1,7 +1,7 @@
 //! The functions under `cargo lambda watch`: their environment (pointed at the local
 //! peers), the watch process, and a first request to each so the first real one is warm.
 
-use super::options::{Options, Ports};
+use super::options::Options;
 use super::peers::Peers;
 use super::ports::port_open;
 use super::{FUNCTIONS, HOST, QUERY};
@@ -30,7 +30,8 @@ const PASS_THROUGH: &[&str] = &[
 
 /// The functions' environment: the local IoT endpoint and OpenSearch, fake credentials,
 /// and the user's settings from [`PASS_THROUGH`].
-fn env(ports: &Ports, opensearch_url: &str) -> Vec<(String, String)> {
+fn env(options: &Options, opensearch_url: &str) -> Vec<(String, String)> {
+    let ports = &options.ports;
     let mut env: Vec<(String, String)> = vec![
         (
             "AWS_ENDPOINT_URL_IOT_DATA_PLANE".into(),
@@ -47,8 +48,11 @@ fn env(ports: &Ports, opensearch_url: &str) -> Vec<(String, String)> {
             format!("http://{HOST}:{}", ports.registry),
         ),
         // The shared-key routes stay open locally, as the API key is optional here, so
-        // the README's curl lines work; deployed stacks refuse them by default.
-        ("LEGACY_KEY_ROUTES".into(), "true".into()),
+        // the README's curl lines work; deployed stacks (and --as-deployed) refuse them.
+        (
+            "LEGACY_KEY_ROUTES".into(),
+            (!options.as_deployed).to_string(),
+        ),
         ("AWS_REGION".into(), "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID".into(), "AKIDLOCALAWS".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "local-aws-secret".into()),
@@ -82,7 +86,7 @@ pub fn start_watch(
     logs: &Path,
 ) -> Result {
     let ports = &options.ports;
-    let env = env(ports, opensearch_url);
+    let env = env(options, opensearch_url);
     let env_file = logs.join("functions.env");
     write_env_file(&env_file, &env)?;
     let mut command = Command::new(cargo_lambda);

@@ -5,7 +5,7 @@
 use super::options::Options;
 use super::peers::Peers;
 use super::ports::port_open;
-use super::HOST;
+use super::{HOST, ROLE_ALIAS};
 use crate::tools::{root, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,6 +32,8 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path, moto: &str) -> R
         .args(["--invoke-url", &format!("http://{HOST}:{}", ports.watch)])
         .args(["--moto-url", moto])
         .args(["--registry-port", &ports.registry.to_string()])
+        .args(["--credentials-port", &ports.credentials.to_string()])
+        .args(["--role-alias", ROLE_ALIAS])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     peers.spawn("local-aws", &mut command)?;
@@ -41,6 +43,7 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path, moto: &str) -> R
         (ports.iot, "IoT endpoint"),
         (ports.gateway, "gateway"),
         (ports.registry, "IoT registry"),
+        (ports.credentials, "IoT credentials provider"),
     ] {
         peers.wait_until(what, Duration::from_secs(30), || port_open(port))?;
     }

@@ -32,6 +32,8 @@ const HOST: &str = "127.0.0.1";
 const BOX_THING: &str = "sensorbox-box-1";
 /// The simulated box's group: its `groupid` attribute in the registry.
 const BOX_GROUP: &str = "box-1";
+/// The role alias of the local credentials provider (the stacks' `SensorBoxRoleAlias`).
+const ROLE_ALIAS: &str = "local-sensor-box";
 /// The Lambda functions `cargo lambda watch` serves (binary = function name).
 const FUNCTIONS: [&str; 3] = ["gasdetector", "dust", "temp"];
 /// The read API and the page (`GET /`, `GET /api/...` through the gateway).
@@ -82,7 +84,7 @@ pub fn run(args: &[String]) -> Result {
         }
     };
 
-    summary::print(ports, &opensearch_url, invoke_flag);
+    summary::print(&options, &opensearch_url, invoke_flag);
     no_data_schedule::start(ports.watch);
     if options.simulated_box {
         simulated_box::start(&mut peers, &options, &logs)?;

@@ -12,11 +12,16 @@ usage: cargo xtask dev [options]
   --watch-port N        cargo lambda watch       (default 9000, env DEV_WATCH_PORT)
   --gateway-port N      API Gateway emulator     (default 3000, env DEV_GATEWAY_PORT)
   --registry-port N     IoT registry (moto)      (default 5010, env DEV_REGISTRY_PORT)
+  --credentials-port N  IoT credentials provider (default 5011, env DEV_CREDENTIALS_PORT)
+  --as-deployed         run the stack exactly as deployed: the shared-key routes
+                        (POST /gasdetector, ...) refused, as LegacyKeyRoutes=false
+                        deploys them; boxes post to /things/{thing}/<sensor>, signed
   --release             build the functions in release mode
   --box                 also run a simulated box (sensorbox with simulate sources for
                         gasdetector, dust and temp, every 5 s) against the gateway; it
                         receives its group's warnings over mutual TLS (port 8883) and
-                        its shadow shows connected true/false
+                        its shadow shows connected true/false; it posts readings
+                        signed with credentials from the credentials provider
 
 With OPENSEARCH_URL set (e.g. https://admin:PASSWORD@localhost:9200 for the
 opensearchproject/opensearch container) no osmem-server is started; the functions use
@@ -33,12 +38,15 @@ pub struct Ports {
     pub watch: u16,
     pub gateway: u16,
     pub registry: u16,
+    pub credentials: u16,
 }
 
 pub struct Options {
     pub ports: Ports,
     pub release: bool,
     pub simulated_box: bool,
+    /// Legacy shared-key routes off, as a stack deploys by default.
+    pub as_deployed: bool,
 }
 
 impl Options {
@@ -80,9 +88,11 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             watch: env_port("DEV_WATCH_PORT", 9000)?,
             gateway: env_port("DEV_GATEWAY_PORT", 3000)?,
             registry: env_port("DEV_REGISTRY_PORT", 5010)?,
+            credentials: env_port("DEV_CREDENTIALS_PORT", 5011)?,
         },
         release: false,
         simulated_box: false,
+        as_deployed: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -99,6 +109,10 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
                 options.simulated_box = true;
                 continue;
             }
+            "--as-deployed" => {
+                options.as_deployed = true;
+                continue;
+            }
             "--mqtt-port" => &mut options.ports.mqtt,
             "--mqtts-port" => &mut options.ports.mqtts,
             "--iot-port" => &mut options.ports.iot,
@@ -106,6 +120,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             "--watch-port" => &mut options.ports.watch,
             "--gateway-port" => &mut options.ports.gateway,
             "--registry-port" => &mut options.ports.registry,
+            "--credentials-port" => &mut options.ports.credentials,
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         };
         let value = it.next().ok_or_else(|| format!("{flag} needs a port"))?;

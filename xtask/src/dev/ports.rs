@@ -17,6 +17,10 @@ pub fn check_free(ports: &Ports, with_osmem: bool) -> Result {
         (ports.watch, "cargo lambda watch (--watch-port)"),
         (ports.gateway, "gateway (--gateway-port)"),
         (ports.registry, "IoT registry (--registry-port)"),
+        (
+            ports.credentials,
+            "IoT credentials provider (--credentials-port)",
+        ),
     ];
     if with_osmem {
         wanted.push((ports.opensearch, "osmem-server (--opensearch-port)"));

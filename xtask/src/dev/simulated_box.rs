@@ -6,7 +6,7 @@
 use super::options::Options;
 use super::peers::Peers;
 use super::registry::{ensure_box_policy, BOX_POLICY};
-use super::{BOX_GROUP, BOX_THING, FUNCTIONS, HOST};
+use super::{BOX_GROUP, BOX_THING, FUNCTIONS, HOST, ROLE_ALIAS};
 use crate::tools::{root, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,8 +28,11 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path) -> Result {
          gps = \"37.61002501514269, 126.99636868892937\"\nthing_name = \"{BOX_THING}\"\n\
          clock = \"system\"\n[queue]\npath = \"{queue}\"\n\
          [mqtt]\nendpoint = \"localhost\"\nport = {mqtts}\nkeep_alive_s = 30\n\
-         ca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+         ca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [iam]\ncredentials_endpoint = \"localhost:{credentials}\"\nrole_alias = \"{ROLE_ALIAS}\"\n\
+         region = \"us-east-1\"\n",
         gateway = ports.gateway,
+        credentials = ports.credentials,
         mqtts = ports.mqtts,
         queue = dir.join("queue.db").display(),
         ca = certs.join("ca.pem").display(),

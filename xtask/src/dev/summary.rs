@@ -1,14 +1,15 @@
 //! The "local stack ready" summary of `cargo xtask dev`: every endpoint, and commands to
 //! try it with, using sample requests from `events/gasdetector/` when there are some.
 
-use super::options::Ports;
-use super::HOST;
+use super::options::Options;
+use super::{HOST, ROLE_ALIAS};
 use crate::tools::root;
 use std::path::{Path, PathBuf};
 
 /// Prints the endpoints and the "try it" commands; `invoke_flag` is added to the
 /// `cargo lambda invoke` line.
-pub fn print(ports: &Ports, opensearch_url: &str, invoke_flag: &str) {
+pub fn print(options: &Options, opensearch_url: &str, invoke_flag: &str) {
+    let ports = &options.ports;
     let sample = sample_body();
     let curl_body = match &sample {
         Some(path) => format!("--data-binary @{}", path.display()),
@@ -33,7 +34,9 @@ http://{HOST}:{gw}/   the fleet page (boxes, positions, charts, warnings)
 
 local stack ready (Ctrl-C stops everything)
   page           http://{HOST}:{gw}/   read API: /api/boxes /api/readings /api/warnings /api/rules
-  gateway        http://{HOST}:{gw}/gasdetector  /dust  /temp
+  gateway        http://{HOST}:{gw}/gasdetector  /dust  /temp  {legacy}
+                 http://{HOST}:{gw}/things/<thing>/gasdetector  /dust  /temp   (SigV4, a box's own thing only)
+  credentials    https://localhost:{credentials}/role-aliases/{ROLE_ALIAS}/credentials   (IoT credentials provider: box certificate + x-amzn-iot-thingname)
   functions      http://{HOST}:{watch}/2015-03-31/functions/<gasdetector|dust|temp|query>/invocations
   IoT endpoint   http://{HOST}:{iot}   (AWS_ENDPOINT_URL_IOT_DATA_PLANE)
   MQTT broker    mqtt://{HOST}:{mqtt}   mqtts://localhost:{mqtts} (client certificate from target/dev/certs)
@@ -43,8 +46,7 @@ local stack ready (Ctrl-C stops everything)
 
 try it:
   mosquitto_sub -h {HOST} -p {mqtt} -t 'pi/#' -q 1 -v
-  curl -sS -X POST http://{HOST}:{gw}/gasdetector -H 'content-type: application/json' {curl_body}
-{invoke}  curl -sS '{opensearch_url}/gasdetect/_search?q=groupid:2&pretty'
+{curl}{invoke}  curl -sS '{opensearch_url}/gasdetect/_search?q=groupid:2&pretty'
   cargo xtask stats      (sums the functions' EMF metrics from target/dev/functions.log)
 ",
         gw = ports.gateway,
@@ -53,6 +55,17 @@ try it:
         mqtt = ports.mqtt,
         mqtts = ports.mqtts,
         registry = ports.registry,
+        credentials = ports.credentials,
+        legacy = if options.as_deployed {
+            "(shared-key routes: refused, --as-deployed)"
+        } else {
+            "(shared-key routes: open locally; deployed stacks refuse them)"
+        },
+        curl = if options.as_deployed {
+            format!("  curl -sS -X POST http://{HOST}:{gw}/gasdetector -H 'content-type: application/json' {curl_body}   (403 forbidden: --as-deployed)\n", gw = ports.gateway)
+        } else {
+            format!("  curl -sS -X POST http://{HOST}:{gw}/gasdetector -H 'content-type: application/json' {curl_body}\n", gw = ports.gateway)
+        },
     );
 }
 
