@@ -143,6 +143,31 @@ async fn post(
     (status, body)
 }
 
+/// POST `reading`, signed with `credentials` now.
+async fn post_now(
+    stack: &DeviceStack,
+    thing: &str,
+    credentials: &Credentials,
+    reading: &str,
+) -> (u16, Value) {
+    post(
+        stack,
+        thing,
+        Some(credentials),
+        reading,
+        reading,
+        SystemTime::now(),
+    )
+    .await
+}
+
+/// Asserts a 403 whose `key` (`message`, or IAM's `Message`) says `text`.
+fn assert_refused((status, body): &(u16, Value), key: &str, text: &str) {
+    assert_eq!(*status, 403, "{body}");
+    let said = body[key].as_str().unwrap_or_default();
+    assert!(said.contains(text), "{body}");
+}
+
 async fn count(stack: &DeviceStack, group: &str) -> u64 {
     stack
         .opensearch
@@ -237,14 +262,11 @@ async fn a_box_posts_as_itself_only_and_a_revoked_box_is_refused() {
     let for_b = gas_reading(&group_b, "95", "2026-12-04 10:00:00");
     let for_a = gas_reading(&group_a, "95", "2026-12-04 10:00:00");
     // Another box's route: IAM refuses (the role reaches only its own thing's routes).
-    let (status, body) = post(&stack, &box_b.thing, Some(&a), &for_b, &for_b, now).await;
-    assert_eq!(status, 403, "{body}");
-    assert!(
-        body["Message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("is not authorized to perform: execute-api:Invoke"),
-        "{body}"
+    let answer = post(&stack, &box_b.thing, Some(&a), &for_b, &for_b, now).await;
+    assert_refused(
+        &answer,
+        "Message",
+        "is not authorized to perform: execute-api:Invoke",
     );
     // Its own route, another group: the function refuses (the registry binds A to A).
     let (status, body) = post(&stack, &box_a.thing, Some(&a), &for_b, &for_b, now).await;
@@ -255,31 +277,17 @@ async fn a_box_posts_as_itself_only_and_a_revoked_box_is_refused() {
         "{body}"
     );
     // Unsigned, tampered, signed too long ago.
-    let (status, body) = post(&stack, &box_a.thing, None, &for_a, &for_a, now).await;
-    assert_eq!(
-        (status, body["message"].as_str()),
-        (403, Some("Missing Authentication Token")),
-        "{body}"
-    );
-    let (status, body) = post(&stack, &box_a.thing, Some(&a), &for_a, &for_b, now).await;
-    assert_eq!(status, 403, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("The request signature we calculated does not match"),
-        "{body}"
+    let answer = post(&stack, &box_a.thing, None, &for_a, &for_a, now).await;
+    assert_refused(&answer, "message", "Missing Authentication Token");
+    let answer = post(&stack, &box_a.thing, Some(&a), &for_a, &for_b, now).await;
+    assert_refused(
+        &answer,
+        "message",
+        "The request signature we calculated does not match",
     );
     let old = now - Duration::from_secs(600);
-    let (status, body) = post(&stack, &box_a.thing, Some(&a), &for_a, &for_a, old).await;
-    assert_eq!(status, 403, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("Signature expired"),
-        "{body}"
-    );
+    let answer = post(&stack, &box_a.thing, Some(&a), &for_a, &for_a, old).await;
+    assert_refused(&answer, "message", "Signature expired: ");
     // The legacy shared-key route is off, as deployed by default.
     let legacy = reqwest::Client::new()
         .post(format!("{}/gasdetector", stack.gateway.url()))
@@ -291,15 +299,7 @@ async fn a_box_posts_as_itself_only_and_a_revoked_box_is_refused() {
     assert_eq!(legacy.status().as_u16(), 403);
     // A signed reading for its own group goes through, so once it is searchable everything
     // above has been decided: nothing was stored for group B.
-    let (status, body) = post(
-        &stack,
-        &box_a.thing,
-        Some(&a),
-        &for_a,
-        &for_a,
-        SystemTime::now(),
-    )
-    .await;
+    let (status, body) = post_now(&stack, &box_a.thing, &a, &for_a).await;
     assert_eq!(status, 200, "{body}");
     let before = count(&stack, &group_a).await;
     assert!(before >= 3, "{before}");
@@ -329,44 +329,20 @@ async fn a_box_posts_as_itself_only_and_a_revoked_box_is_refused() {
     let refused = credentials(&stack, &box_a).await;
     assert!(refused.is_err(), "a revoked certificate got credentials");
     // ...and the ones it got before are refused within the registry cache TTL (1 s here).
-    let body = eventually(
+    let answer = eventually(
         "box A refused with its old credentials",
         Duration::from_secs(30),
         || {
-            let posted = post(
-                &stack,
-                &box_a.thing,
-                Some(&a),
-                &for_a,
-                &for_a,
-                SystemTime::now(),
-            );
-            async move {
-                let (status, body) = posted.await;
-                (status == 403).then_some(body)
-            }
+            let posted = post_now(&stack, &box_a.thing, &a, &for_a);
+            async move { Some(posted.await).filter(|(status, _)| *status == 403) }
         },
     )
     .await;
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("revoked"),
-        "{body}"
-    );
+    assert_refused(&answer, "message", "was revoked");
     // Every other box keeps working.
     let b = credentials(&stack, &box_b)
         .await
         .expect("box B's credentials");
-    let (status, body) = post(
-        &stack,
-        &box_b.thing,
-        Some(&b),
-        &for_b,
-        &for_b,
-        SystemTime::now(),
-    )
-    .await;
+    let (status, body) = post_now(&stack, &box_b.thing, &b, &for_b).await;
     assert_eq!(status, 200, "{body}");
 }
