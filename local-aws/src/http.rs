@@ -114,6 +114,8 @@ where
                             .map(|leaf| leaf.clone().into_owned());
                         run_connection(stream, service(certificate), stop).await
                     }
+                    // A client that closes before a handshake (a port probe) is no refusal.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
                     Err(e) => {
                         eprintln!("local-aws: TLS handshake from {peer} on {addr} refused: {e}")
                     }

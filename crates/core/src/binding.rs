@@ -66,6 +66,11 @@ impl<R: Registry> Binding<R> {
         }
     }
 
+    /// The same TTL and retry policy over another registry, with an empty cache.
+    pub fn with_registry<S: Registry>(self, registry: S) -> Binding<S> {
+        Binding::new(registry, self.ttl).with_retry_policy(self.retry)
+    }
+
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self

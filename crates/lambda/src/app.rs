@@ -134,11 +134,12 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> App<P, I, A, MemoryRegistry> {
 }
 
 impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
-    /// The same app asking `registry` which group a box belongs to (same cache TTL).
+    /// The same app asking `registry` which group a box belongs to (same cache TTL and
+    /// retry policy).
     pub fn with_registry<S: Registry>(self, registry: S) -> App<P, I, A, S> {
         App {
             pipeline: self.pipeline,
-            binding: Binding::new(registry, self.binding.ttl()),
+            binding: self.binding.with_registry(registry),
             legacy_key_routes: self.legacy_key_routes,
             metrics: self.metrics,
         }

@@ -34,6 +34,10 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path, moto: &str) -> R
         .args(["--registry-port", &ports.registry.to_string()])
         .args(["--credentials-port", &ports.credentials.to_string()])
         .args(["--role-alias", ROLE_ALIAS])
+        .args([
+            "--credentials-lifetime",
+            &options.credentials_lifetime.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     peers.spawn("local-aws", &mut command)?;

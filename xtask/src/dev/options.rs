@@ -13,6 +13,9 @@ usage: cargo xtask dev [options]
   --gateway-port N      API Gateway emulator     (default 3000, env DEV_GATEWAY_PORT)
   --registry-port N     IoT registry (moto)      (default 5010, env DEV_REGISTRY_PORT)
   --credentials-port N  IoT credentials provider (default 5011, env DEV_CREDENTIALS_PORT)
+  --credentials-lifetime S
+                        seconds the credentials provider's credentials last (default
+                        3600, as the stacks' role alias); shorter to watch boxes renew
   --as-deployed         run the stack exactly as deployed: the shared-key routes
                         (POST /gasdetector, ...) refused, as LegacyKeyRoutes=false
                         deploys them; boxes post to /things/{thing}/<sensor>, signed
@@ -47,6 +50,8 @@ pub struct Options {
     pub simulated_box: bool,
     /// Legacy shared-key routes off, as a stack deploys by default.
     pub as_deployed: bool,
+    /// `--credentials-lifetime`, seconds.
+    pub credentials_lifetime: u64,
 }
 
 impl Options {
@@ -93,6 +98,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
         release: false,
         simulated_box: false,
         as_deployed: false,
+        credentials_lifetime: 3600,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -111,6 +117,18 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             }
             "--as-deployed" => {
                 options.as_deployed = true;
+                continue;
+            }
+            "--credentials-lifetime" => {
+                let value = it.next().ok_or("--credentials-lifetime needs seconds")?;
+                options.credentials_lifetime = match value.parse() {
+                    Ok(seconds @ 1..) => seconds,
+                    _ => {
+                        return Err(format!(
+                            "--credentials-lifetime: `{value}` is not a positive number of seconds"
+                        ))
+                    }
+                };
                 continue;
             }
             "--mqtt-port" => &mut options.ports.mqtt,
