@@ -4,8 +4,9 @@ metrics and thresholds (all to the SNS topic), the dashboard, the options; the r
 API's function (read-only role, its routes, the viewer key, CORS off by default), the
 counterpart of the query assertions in infra/cdk/test/stack.test.ts; and each box's
 identity (issue 21: the per-box SigV4 routes in api/openapi.yaml, LegacyKeyRoutes, the
-registry lookup, the credentials provider's role and alias, the data rules' SQL), the
-counterpart of the identity assertions in infra/cdk/test/stack.test.ts.
+registry lookup, the credentials provider's role and alias, the data rules' SQL, the
+optional HTTP API's routes), the counterpart of the identity and HTTP API assertions in
+infra/cdk/test/stack.test.ts.
 
 Run by `cargo xtask infra-check` with the venv's python (cfn-lint's YAML decoder reads the
 short-form intrinsics). Prints `N passed, M failed`; exits non-zero on any failure.
@@ -309,8 +310,15 @@ def test_the_box_https_role_may_invoke_only_its_own_thing_routes(t):
         "Effect": "Allow",
         "Action": "execute-api:Invoke",
         # ${!...}: !Sub leaves ${credentials-iot:ThingName} for IAM to resolve per session.
-        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
-                                "${RestApi}/${StageName}/POST/things/${!credentials-iot:ThingName}/*"},
+        "Resource": [
+            {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+                        "${RestApi}/${StageName}/POST/things/${!credentials-iot:ThingName}/*"},
+            # The same routes on the HTTP API (any stage: it has $default), only when it exists.
+            {"Fn::If": ["CreateHttpApi",
+                        {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+                                    "${HttpApi}/*/POST/things/${!credentials-iot:ThingName}/*"},
+                        {"Ref": "AWS::NoValue"}]},
+        ],
     }]
     assert set(role) == {"Description", "MaxSessionDuration", "AssumeRolePolicyDocument", "Policies"}
     alias = t["Resources"]["SensorBoxHttpsRoleAlias"]
@@ -330,6 +338,46 @@ def test_the_box_https_role_may_invoke_only_its_own_thing_routes(t):
                       "EndpointType": "iot:CredentialProvider"}
     code = t["Resources"]["IotEndpointLookupFunction"]["Properties"]["Code"]["ZipFile"]
     assert 'describe_endpoint(endpointType=endpoint_type)' in code
+
+
+def test_http_api_has_the_boxes_iam_routes_and_the_legacy_routes(t):
+    """EnableHttpApi: per sensor, POST /things/{thing}/<sensor> always AWS_IAM and
+    POST /<sensor> with HttpApiAuthorization, both on the function's one integration, each
+    with its own invoke permission scoped to its route."""
+    assert t["Conditions"]["CreateHttpApi"] == {"Fn::Equals": [{"Ref": "EnableHttpApi"}, "true"]}
+    assert t["Parameters"]["HttpApiAuthorization"]["AllowedValues"] == ["AWS_IAM", "NONE"]
+    assert "legacy routes" in t["Parameters"]["HttpApiAuthorization"]["Description"]
+    assert "/things/<thing>/<sensor>" in t["Parameters"]["EnableHttpApi"]["Description"]
+    http = {k: v for k, v in t["Resources"].items() if v["Type"].startswith("AWS::ApiGatewayV2::")
+            or (v["Type"] == "AWS::Lambda::Permission" and "HttpApi" in json.dumps(v))}
+    for resource in http.values():
+        assert resource.get("Condition") == "CreateHttpApi", resource
+    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in resources(t, "AWS::ApiGatewayV2::Route").values()}
+    assert sorted(routes) == sorted([f"POST /{s}" for s in SENSORS.values()]
+                                    + [f"POST /things/{{thing}}/{s}" for s in SENSORS.values()]), sorted(routes)
+    base = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/POST"
+    for name, sensor in SENSORS.items():
+        integration = t["Resources"][f"{name}HttpIntegration"]["Properties"]
+        assert integration["IntegrationUri"] == {"Fn::GetAtt": [f"{name}Function", "Arn"]}
+        assert integration["PayloadFormatVersion"] == "2.0"
+        target = {"Fn::Sub": f"integrations/${{{name}HttpIntegration}}"}
+        legacy = routes[f"POST /{sensor}"]
+        assert legacy["AuthorizationType"] == {"Ref": "HttpApiAuthorization"}, sensor
+        assert legacy["Target"] == target, sensor
+        # Always SigV4: HttpApiAuthorization governs the legacy route only.
+        thing = t["Resources"][f"{name}ThingHttpRoute"]["Properties"]
+        assert thing == {"ApiId": {"Ref": "HttpApi"}, "RouteKey": f"POST /things/{{thing}}/{sensor}",
+                         "AuthorizationType": "AWS_IAM", "Target": target}, sensor
+        for permission, path in [(f"{name}HttpPermission", f"/{sensor}"),
+                                 (f"{name}ThingHttpPermission", f"/things/*/{sensor}")]:
+            assert t["Resources"][permission]["Properties"] == {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Ref": f"{name}Function"},
+                "Principal": "apigateway.amazonaws.com",
+                "SourceArn": {"Fn::Sub": base + path},
+            }, permission
+    permissions = [k for k, v in http.items() if v["Type"] == "AWS::Lambda::Permission"]
+    assert len(permissions) == 6, permissions
 
 
 def test_the_box_policy_may_assume_the_role_through_the_alias_only(t):

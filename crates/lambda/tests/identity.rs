@@ -7,13 +7,14 @@
 mod support;
 
 use base64::Engine;
-use lambda_http::Request;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
 use sensor_core::ports::{DownstreamError, Registration};
 use sensor_model::domain::group_id::GroupId;
 use sensor_model::domain::thing_name::ThingName;
 use sensor_model::Sensor;
 use serde_json::{json, Value};
-use support::{apigw_rest_event, json_of, Harness, SEED};
+use support::{apigw_rest_event, http_api_event, json_of, Harness, SEED};
 
 const GAS: Sensor = Sensor::Gasdetector;
 
@@ -263,4 +264,56 @@ async fn the_sample_event_of_a_boxs_own_route_is_taken_for_its_group() {
         .await;
     assert_eq!(response.status(), 200, "{}", json_of(&response));
     assert_eq!(h.indexed(), 1);
+}
+
+/// An HTTP API (v2, payload format 2.0) event for `POST /things/{thing}/gasdetector`, as the
+/// optional HTTP API sends it once IAM has checked the signature (the route is AWS_IAM).
+fn from_http_api(thing: &str, body: &str) -> Request {
+    let mut event: Value = serde_json::from_str(&http_api_event(
+        "POST",
+        &format!("/things/{thing}/gasdetector"),
+        body,
+        false,
+    ))
+    .unwrap();
+    event["routeKey"] = json!("POST /things/{thing}/gasdetector");
+    event["requestContext"]["routeKey"] = json!("POST /things/{thing}/gasdetector");
+    event["pathParameters"] = json!({"thing": thing});
+    event["requestContext"]["authorizer"] = json!({"iam": {
+        "accessKey": "ASIAEXAMPLE", "accountId": "123456789012",
+        "callerId": "AROAEXAMPLE:session", "principalOrgId": null,
+        "userArn": "arn:aws:sts::123456789012:assumed-role/SensorBoxHttpsRole/session",
+        "userId": "AROAEXAMPLE:session"
+    }});
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    assert!(
+        matches!(
+            request.request_context_ref(),
+            Some(RequestContext::ApiGatewayV2(_))
+        ),
+        "an HTTP API (v2) request"
+    );
+    request
+}
+
+#[tokio::test]
+async fn a_box_on_the_http_api_is_named_by_its_path_and_held_to_its_group() {
+    // Shared-key routes off (the default): only the path's thing can make this a 200.
+    let h = harness(&[("LEGACY_KEY_ROUTES", "false")]);
+    let response = h.app.handle(from_http_api("pi-a", SEED)).await;
+    assert_eq!(response.status(), 200, "{}", json_of(&response));
+    assert_eq!(h.indexed(), 1);
+
+    let h = harness(&[("LEGACY_KEY_ROUTES", "false")]);
+    let response = h.app.handle(from_http_api("pi-a", &seed_for("9"))).await;
+    let body = json_of(&response);
+    assert_eq!(response.status(), 403, "{body}");
+    assert_eq!(body["error"], "forbidden");
+    assert_eq!(body["field"], "groupid");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"pi-a\"") && message.contains("\"9\""),
+        "{message}"
+    );
+    untouched(&h);
 }

@@ -52,9 +52,12 @@ export interface SensorIngestStackProps extends StackProps {
   readonly domainInstanceType?: string;
   readonly domainInstanceCount?: number;
   readonly domainVolumeGiB?: number;
-  /** Also create an HTTP API (v2). Default false. */
+  /**
+   * Also create an HTTP API (v2) with the boxes' own routes (POST /things/<thing>/<sensor>,
+   * always AWS_IAM) and the legacy routes (POST /gasdetector, ...). Default false.
+   */
   readonly httpApi?: boolean;
-  /** Authorization of the HTTP API routes. Default AWS_IAM. */
+  /** Authorization of the HTTP API's legacy routes only (the boxes' routes are always AWS_IAM). Default AWS_IAM. */
   readonly httpApiAuthorization?: 'AWS_IAM' | 'NONE';
   readonly stageName?: string;
   readonly throttleRateLimit?: number;
@@ -145,6 +148,29 @@ export function dataRuleSql(deviceRoot: string, sensor: string): string {
 
 /** The routes the query function serves (the page and the read API). */
 export const QUERY_ROUTES = ['/', '/api/boxes', '/api/readings', '/api/warnings', '/api/rules'] as const;
+
+// HttpLambdaIntegration whose per-route invoke permission has each path parameter as `*`
+// (`<api>/*/*/things/*/dust`): the source ARN API Gateway presents holds the request's path,
+// never the route's `{thing}`, which the stock permission would name literally. Routes
+// without parameters get the stock permission (same id, same source ARN).
+export class HttpLambdaRouteIntegration extends HttpLambdaIntegration {
+  constructor(private readonly permissionPrefix: string, private readonly fn: lambda.IFunction) {
+    super(permissionPrefix, fn);
+  }
+
+  protected completeBind(options: apigwv2.HttpRouteIntegrationBindOptions): void {
+    const route = options.route;
+    this.fn.addPermission(`${this.permissionPrefix}-Permission`, {
+      scope: options.scope,
+      principal: new iam.ServicePrincipal('apigateway.amazonaws.com'),
+      sourceArn: Stack.of(route).formatArn({
+        service: 'execute-api',
+        resource: route.httpApi.apiId,
+        resourceName: `*/*${(route.path ?? '').replace(/\{[^}]*\}/g, '*')}`,
+      }),
+    });
+  }
+}
 
 /** Walks up from `start` to the directory holding functions/gasdetector/Cargo.toml. */
 export function findRepoRoot(start: string = __dirname): string {
@@ -460,8 +486,10 @@ export class SensorIngestStack extends Stack {
     new CfnOutput(this, 'QueryRoleArn', { value: query.role!.roleArn, description: 'Map as a backend role (read) with fine-grained access control' });
 
     // ------------------------------------------------------------ HTTP API (optional, no API keys)
+    // The boxes' own routes (always SigV4) and the legacy routes (httpApiAuthorization).
+    let httpApi: apigwv2.HttpApi | undefined;
     if (props.httpApi) {
-      const httpApi = new apigwv2.HttpApi(this, 'HttpApi', {
+      httpApi = new apigwv2.HttpApi(this, 'HttpApi', {
         apiName: `${this.stackName}-sensors-http`,
         createDefaultStage: false,
         defaultAuthorizer: (props.httpApiAuthorization ?? 'AWS_IAM') === 'AWS_IAM' ? new HttpIamAuthorizer() : undefined,
@@ -473,13 +501,26 @@ export class SensorIngestStack extends Stack {
         throttle: { rateLimit: props.throttleRateLimit ?? 50, burstLimit: props.throttleBurstLimit ?? 100 },
       });
       for (const sensor of SENSORS) {
+        // One integration per function, shared by its two routes.
+        const integration = new HttpLambdaRouteIntegration(`${sensor.id}HttpIntegration`, this.functions[sensor.name]);
         httpApi.addRoutes({
           path: `/${sensor.name}`,
           methods: [apigwv2.HttpMethod.POST],
-          integration: new HttpLambdaIntegration(`${sensor.id}HttpIntegration`, this.functions[sensor.name]),
+          integration,
+        });
+        // The box's own route: SigV4 whatever httpApiAuthorization says; the function takes
+        // the box from the path, which IAM checked against the caller (SensorBoxHttpsRole).
+        httpApi.addRoutes({
+          path: `/things/{thing}/${sensor.name}`,
+          methods: [apigwv2.HttpMethod.POST],
+          integration,
+          authorizer: new HttpIamAuthorizer(),
         });
       }
-      new CfnOutput(this, 'HttpApiUrl', { value: httpApi.apiEndpoint, description: 'HTTP API base URL (no API keys)' });
+      new CfnOutput(this, 'HttpApiUrl', {
+        value: httpApi.apiEndpoint,
+        description: 'HTTP API base URL (no API keys); a box POSTs <url>/things/<its thing>/gasdetector, /dust, /temp signed with SigV4',
+      });
     }
 
     // ------------------------------------------------------------ IoT Core: a box's HTTPS identity
@@ -497,7 +538,11 @@ export class SensorIngestStack extends Stack {
           statements: [new iam.PolicyStatement({
             actions: ['execute-api:Invoke'],
             // Literally ${credentials-iot:ThingName}: IAM resolves it per session.
-            resources: [this.restApi.arnForExecuteApi('POST', '/things/${credentials-iot:ThingName}/*', stageName)],
+            resources: [
+              this.restApi.arnForExecuteApi('POST', '/things/${credentials-iot:ThingName}/*', stageName),
+              // The same routes on the HTTP API (any stage: it has $default), when there is one.
+              ...(httpApi ? [httpApi.arnForExecuteApi('POST', '/things/${credentials-iot:ThingName}/*')] : []),
+            ],
           })],
         }),
       },

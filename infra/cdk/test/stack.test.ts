@@ -503,18 +503,69 @@ describe('options', () => {
     });
   });
 
-  it('adds an IAM-authorized HTTP API with the same routes', () => {
+  /** The HTTP API's routes by route key, the integrations, and the API-Gateway invoke permissions on it. */
+  const httpApiParts = (template: Template) => {
+    const [apiId] = Object.keys(template.findResources('AWS::ApiGatewayV2::Api'));
+    const routes = Object.fromEntries(Object.values(template.findResources('AWS::ApiGatewayV2::Route'))
+      .map((r) => [r.Properties.RouteKey as string, r.Properties]));
+    const integrations = template.findResources('AWS::ApiGatewayV2::Integration');
+    const permissions = Object.values(template.findResources('AWS::Lambda::Permission'))
+      .filter((p) => JSON.stringify(p.Properties.SourceArn ?? '').includes(apiId));
+    return { apiId, routes, integrations, permissions };
+  };
+
+  it("adds an HTTP API with the boxes' IAM routes and the legacy routes (AWS_IAM by default)", () => {
     const template = synth({ httpApi: true });
     template.resourceCountIs('AWS::ApiGatewayV2::Api', 1);
+    const { apiId, routes, integrations, permissions } = httpApiParts(template);
+    assert.deepEqual(Object.keys(routes).sort(), FUNCTIONS.flatMap((n) => [`POST /${n}`, `POST /things/{thing}/${n}`]).sort());
+    assert.equal(Object.keys(integrations).length, 3, 'one integration per function');
     for (const name of FUNCTIONS) {
-      template.hasResourceProperties('AWS::ApiGatewayV2::Route', {
-        RouteKey: `POST /${name}`, AuthorizationType: 'AWS_IAM',
-      });
+      const fnId = functionLogicalId(template, name);
+      const legacy = routes[`POST /${name}`];
+      const thing = routes[`POST /things/{thing}/${name}`];
+      assert.equal(legacy.AuthorizationType, 'AWS_IAM');
+      assert.equal(thing.AuthorizationType, 'AWS_IAM');
+      // Both routes on the function's one integration.
+      assert.deepEqual(thing.Target, legacy.Target, name);
+      const [integrationId] = Object.entries(integrations)
+        .filter(([, i]) => JSON.stringify(i.Properties.IntegrationUri).includes(fnId)).map(([id]) => id);
+      assert.ok(render(thing.Target).includes(integrationId), render(thing.Target));
+      assert.equal(integrations[integrationId].Properties.PayloadFormatVersion, '2.0');
+      // One permission per route, scoped to it; the path parameter as `*`, never `{thing}`.
+      const arns = permissions
+        .filter((p) => JSON.stringify(p.Properties.FunctionName).includes(fnId))
+        .map((p) => render(p.Properties.SourceArn)).sort();
+      assert.deepEqual(arns, [
+        `arn:\${AWS::Partition}:execute-api:eu-west-1:123456789012:\${${apiId}}/*/*/${name}`,
+        `arn:\${AWS::Partition}:execute-api:eu-west-1:123456789012:\${${apiId}}/*/*/things/*/${name}`,
+      ], name);
     }
-    template.resourceCountIs('AWS::ApiGatewayV2::Route', 3);
+    assert.equal(permissions.length, 6, JSON.stringify(permissions));
     template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
       StageName: '$default', DefaultRouteSettings: { ThrottlingRateLimit: 50, ThrottlingBurstLimit: 100 },
     });
+    // A box may invoke its own thing's routes on the HTTP API too.
+    const [role] = Object.values(template.findResources('AWS::IAM::Role', {
+      Properties: { AssumeRolePolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Principal: { Service: 'credentials.iot.amazonaws.com' } })]) } },
+    }));
+    const [statement] = role.Properties.Policies[0].PolicyDocument.Statement;
+    assert.equal(statement.Action, 'execute-api:Invoke');
+    assert.equal(statement.Resource.length, 2);
+    assert.match(render(statement.Resource[0]),
+      /^arn:\$\{AWS::Partition\}:execute-api:eu-west-1:123456789012:\$\{RestApi[0-9A-F]*\}\/v1\/POST\/things\/\$\{credentials-iot:ThingName\}\/\*$/);
+    assert.equal(render(statement.Resource[1]),
+      `arn:\${AWS::Partition}:execute-api:eu-west-1:123456789012:\${${apiId}}/*/POST/things/\${credentials-iot:ThingName}/*`);
+  });
+
+  it("keeps the boxes' HTTP API routes on AWS_IAM when the legacy routes are open", () => {
+    const template = synth({ httpApi: true, httpApiAuthorization: 'NONE' });
+    const { routes } = httpApiParts(template);
+    for (const name of FUNCTIONS) {
+      assert.equal(routes[`POST /${name}`].AuthorizationType, 'NONE', name);
+      assert.equal(routes[`POST /things/{thing}/${name}`].AuthorizationType, 'AWS_IAM', name);
+    }
+    template.resourceCountIs('AWS::ApiGatewayV2::Route', 6);
   });
 
   it('uses an existing domain, x86_64, a custom topic prefix and a given IoT endpoint', () => {
