@@ -976,7 +976,7 @@ sensortype = "9"
     fn iam_takes_the_region_from_api_url_and_the_files_from_mqtt() {
         let text = with_iam(
             AWS_API,
-            "credentials_endpoint = \"c2abc.credentials.iot.eu-west-1.amazonaws.com\"\nrole_alias = \"sensor-ingest-box-https\"",
+            "credentials_endpoint = \"c2abc.credentials.iot.eu-west-1.amazonaws.com\"\nrole_alias = \"sensor-ingest-sensor-box\"",
             true,
         );
         let config = Config::from_toml(&text).expect("valid");
@@ -984,7 +984,7 @@ sensortype = "9"
         let iam = config.iam.expect("[iam]");
         assert_eq!(
             iam.credentials_url.as_str(),
-            "https://c2abc.credentials.iot.eu-west-1.amazonaws.com/role-aliases/sensor-ingest-box-https/credentials"
+            "https://c2abc.credentials.iot.eu-west-1.amazonaws.com/role-aliases/sensor-ingest-sensor-box/credentials"
         );
         assert_eq!(iam.region, "eu-west-1");
         let mqtt = config.mqtt.expect("[mqtt]");

@@ -89,6 +89,10 @@ pub async fn run(registry: &Registry, args: EnrollArgs) -> Result<(), String> {
         .data_endpoint()
         .await
         .unwrap_or_else(|e| format!("<{e}>"));
+    let credentials = registry
+        .credentials_endpoint()
+        .await
+        .unwrap_or_else(|e| format!("<{e}>"));
     println!(
         "enrolled box {thing} in group {group}: certificate {id} (ACTIVE), written to {out}\n\
          \n\
@@ -98,7 +102,10 @@ pub async fn run(registry: &Registry, args: EnrollArgs) -> Result<(), String> {
          groupid = \"{group}\"\n\
          [mqtt]\n\
          endpoint = \"{endpoint}\"\n\
-         cert = \"/etc/sensorbox/{thing}.cert.pem\"",
+         cert = \"/etc/sensorbox/{thing}.cert.pem\"\n\
+         [iam]\n\
+         credentials_endpoint = \"{credentials}\"\n\
+         role_alias = \"<the stack output SensorBoxRoleAlias>\"",
         id = certificate_id(&arn),
         out = cert_out.display(),
     );

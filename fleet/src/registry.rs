@@ -127,13 +127,22 @@ impl Registry {
 
     /// The account's `iot:Data-ATS` host, which the boxes connect to.
     pub async fn data_endpoint(&self) -> Result<String, String> {
+        self.endpoint("iot:Data-ATS").await
+    }
+
+    /// The account's IoT credentials provider host (a box's `[iam] credentials_endpoint`).
+    pub async fn credentials_endpoint(&self) -> Result<String, String> {
+        self.endpoint("iot:CredentialProvider").await
+    }
+
+    async fn endpoint(&self, kind: &str) -> Result<String, String> {
         let output = self
             .iot
             .describe_endpoint()
-            .endpoint_type("iot:Data-ATS")
+            .endpoint_type(kind)
             .send()
             .await
-            .map_err(|e| describe("DescribeEndpoint iot:Data-ATS", e))?;
+            .map_err(|e| describe(&format!("DescribeEndpoint {kind}"), e))?;
         output
             .endpoint_address()
             .map(str::to_string)
