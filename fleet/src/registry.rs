@@ -7,9 +7,9 @@ use aws_sdk_iot::operation::describe_thing::DescribeThingOutput;
 use sensor_model::domain::thing_name::ThingName;
 
 /// The attribute that binds a box to its group (the functions read the same one).
-pub const GROUP_ATTRIBUTE: &str = "groupid";
+pub use sensor_model::domain::thing_name::GROUP_ATTRIBUTE;
 /// The attribute `fleet revoke` sets (the functions refuse a thing that has it).
-pub const REVOKED_ATTRIBUTE: &str = "revoked";
+pub use sensor_model::domain::thing_name::REVOKED_ATTRIBUTE;
 
 pub struct Registry {
     pub iot: aws_sdk_iot::Client,

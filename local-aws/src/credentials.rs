@@ -15,6 +15,7 @@ use crate::http::{self, ClientCertificate, HttpResponse, Server, TlsConfigSource
 use crate::invoke::{self, InvokeClient};
 use crate::moto;
 use crate::sts::IssuedCredentials;
+use crate::thing_name::valid_thing_name;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
@@ -220,10 +221,7 @@ async fn attached(
     thing: &str,
     certificate: &CertificateDer<'_>,
 ) -> Result<Attachment, String> {
-    if !thing
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'))
-    {
+    if !valid_thing_name(thing) {
         return Ok(Attachment::UnknownThing);
     }
     let (status, principals) =

@@ -12,11 +12,9 @@ use sensor_core::ports::{DownstreamError, Registration, Registry};
 use sensor_model::domain::group_id::GroupId;
 use sensor_model::domain::thing_name::ThingName;
 
-/// The attribute that names a box's group.
-pub const GROUP_ATTRIBUTE: &str = "groupid";
-/// The attribute `fleet revoke` sets (when, RFC 3339): credentials the box got before the
-/// revocation stay valid for their lifetime, so the binding refuses it by this.
-pub const REVOKED_ATTRIBUTE: &str = "revoked";
+// Credentials a box got before `fleet revoke` stay valid for their lifetime, so the binding
+// refuses it by the `revoked` attribute.
+pub use sensor_model::domain::thing_name::{GROUP_ATTRIBUTE, REVOKED_ATTRIBUTE};
 
 #[derive(Debug, Clone)]
 pub struct IotRegistry {

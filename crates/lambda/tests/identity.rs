@@ -42,17 +42,19 @@ fn from_mqtt(thing: &str, payload: &str) -> Request {
 /// An API Gateway REST event for `POST /things/{thing}/gasdetector`, as API Gateway sends
 /// it once IAM has checked the signature.
 fn from_https(thing: &str, body: &str) -> Request {
-    let mut event: Value = serde_json::from_str(&apigw_rest_event(
-        "POST",
-        &format!("/things/{thing}/gasdetector"),
-        body,
-        false,
-    ))
-    .unwrap();
+    let mut event = thing_route_event(apigw_rest_event, thing, body);
     event["resource"] = json!("/things/{thing}/gasdetector");
     event["requestContext"]["resourcePath"] = json!("/things/{thing}/gasdetector");
-    event["pathParameters"] = json!({"thing": thing});
     lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// `make`'s event (REST or HTTP API) for `POST /things/{thing}/gasdetector`, with the path
+/// parameter API Gateway fills in.
+fn thing_route_event(make: fn(&str, &str, &str, bool) -> String, thing: &str, body: &str) -> Value {
+    let path = format!("/things/{thing}/gasdetector");
+    let mut event: Value = serde_json::from_str(&make("POST", &path, body, false)).unwrap();
+    event["pathParameters"] = json!({"thing": thing});
+    event
 }
 
 fn legacy(body: &str) -> Request {
@@ -269,16 +271,9 @@ async fn the_sample_event_of_a_boxs_own_route_is_taken_for_its_group() {
 /// An HTTP API (v2, payload format 2.0) event for `POST /things/{thing}/gasdetector`, as the
 /// optional HTTP API sends it once IAM has checked the signature (the route is AWS_IAM).
 fn from_http_api(thing: &str, body: &str) -> Request {
-    let mut event: Value = serde_json::from_str(&http_api_event(
-        "POST",
-        &format!("/things/{thing}/gasdetector"),
-        body,
-        false,
-    ))
-    .unwrap();
+    let mut event = thing_route_event(http_api_event, thing, body);
     event["routeKey"] = json!("POST /things/{thing}/gasdetector");
     event["requestContext"]["routeKey"] = json!("POST /things/{thing}/gasdetector");
-    event["pathParameters"] = json!({"thing": thing});
     event["requestContext"]["authorizer"] = json!({"iam": {
         "accessKey": "ASIAEXAMPLE", "accountId": "123456789012",
         "callerId": "AROAEXAMPLE:session", "principalOrgId": null,

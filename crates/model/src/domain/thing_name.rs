@@ -8,6 +8,13 @@ use std::fmt;
 /// The longest thing name IoT Core accepts.
 pub const MAX_LEN: usize = 128;
 
+/// The registry attribute that binds a box (thing) to its group: `fleet` writes it, the
+/// functions read it.
+pub const GROUP_ATTRIBUTE: &str = "groupid";
+/// The registry attribute `fleet revoke` sets (when, RFC 3339): the functions refuse a
+/// thing that has it, even with credentials issued before the revocation.
+pub const REVOKED_ATTRIBUTE: &str = "revoked";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ThingName(String);
 
