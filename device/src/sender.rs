@@ -471,13 +471,7 @@ impl Sender {
                 )
             }
             Err(e) => {
-                let mut cause = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(inner) = source {
-                    cause.push_str(": ");
-                    cause.push_str(&inner.to_string());
-                    source = inner.source();
-                }
+                let cause = crate::credentials::error_chain(&e);
                 let kind = if e.is_timeout() {
                     "timed out"
                 } else {
