@@ -6,6 +6,9 @@ use crate::observability::request;
 use crate::request::{parse_body, rule_envelope, Payload, RequestError, Sender};
 use crate::response::Reply;
 use crate::settings::{IngestSettings, SettingsError};
+use crate::stream;
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use futures_util::StreamExt;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use sensor_aws::opensearch::OpenSearchInitError;
@@ -18,6 +21,7 @@ use sensor_core::ports::{
     AlarmStore, Indexer, MemoryAlarmStore, MemoryRegistry, Publisher, Registry,
 };
 use sensor_model::document::DocId;
+use sensor_model::domain::group_id::GroupId;
 use sensor_model::domain::sensor::Sensor;
 use sensor_model::domain::thing_name::ThingName;
 use sensor_model::ValidationError;
@@ -35,6 +39,9 @@ const EPOCH_MS_2001: u64 = 1_000_000_000_000;
 const MAX_BUDGET: Duration = Duration::from_secs(900);
 /// Kept back from the Lambda deadline to write the 503 before the function times out.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+/// Registry lookups in flight at once for a stream batch's boxes (a cold instance meeting
+/// a batch from a thousand boxes asks a few at a time, not a thousand at once).
+const REGISTRY_LOOKUPS_IN_FLIGHT: usize = 16;
 
 pub struct App<P = IotPublisher, I = OpenSearchIndexer, A = ShadowAlarmStore, R = IotRegistry> {
     pipeline: Pipeline<P, I, A>,
@@ -244,6 +251,13 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
             tracing::info!(sensor = %self.pipeline.sensor(), error = e_kind(&e), "request rejected");
             (Reply::from_request_error(&e), Vec::new())
         };
+        if is_direct(request) {
+            match stream::kinesis_event(request.body().as_ref()) {
+                Some(Ok(event)) => return self.consume(&event, deadline_of(request)).await,
+                Some(Err(e)) => return rejected(e),
+                None => {}
+            }
+        }
         let (sender, body) = match self.sender(request) {
             Ok(sent) => sent,
             Err(e) => return rejected(e),
@@ -302,15 +316,101 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
         }
     }
 
+    /// A batch from the stream's event source mapping: every record's readings through one
+    /// pipeline call (so a group's alarm state is read and written once per batch, and the
+    /// documents go out as size-bounded bulks), answered with the records to retry.
+    async fn consume(&self, event: &KinesisEvent, deadline: Instant) -> (Reply, Vec<Outcome>) {
+        let sensor = self.pipeline.sensor();
+        let records = stream::decode(event, sensor);
+        // The distinct boxes of the batch, each looked up once (cached when warm).
+        let mut things: Vec<ThingName> = Vec::new();
+        for record in &records {
+            if let Ok((thing, _)) = &record.content {
+                if !things.contains(thing) {
+                    things.push(thing.clone());
+                }
+            }
+        }
+        // Built first, then polled: a `map` closure inside the stream would make the
+        // handler's future fail the runtime's `Send` bound (rust-lang/rust#64552).
+        let lookups: Vec<_> = things
+            .iter()
+            .map(|thing| self.binding.group_of(thing, deadline))
+            .collect();
+        let bindings: Vec<Result<GroupId, BindingError>> = futures_util::stream::iter(lookups)
+            .buffered(REGISTRY_LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut readings = Vec::new();
+        let mut owners: Vec<usize> = Vec::new();
+        let mut sequences: Vec<String> = Vec::with_capacity(records.len());
+        let mut failed: Vec<bool> = vec![false; records.len()];
+        let mut dropped = 0u32;
+        for (r, record) in records.into_iter().enumerate() {
+            let sequence = record.sequence;
+            match record.content {
+                Err(reason) => {
+                    dropped += 1;
+                    tracing::warn!(%sensor, sequence = %sequence, kind = reason.kind, reason = %reason.message, "stream record dropped");
+                }
+                Ok((thing, payload)) => {
+                    let t = things.iter().position(|known| *known == thing).unwrap_or(0);
+                    match &bindings[t] {
+                        Ok(group) => {
+                            let values = match payload {
+                                Payload::Single(value) => vec![value],
+                                Payload::Batch(items) => items,
+                            };
+                            for value in values {
+                                readings.push((
+                                    Some((&things[t], group)),
+                                    self.pipeline.validate(value),
+                                ));
+                                owners.push(r);
+                            }
+                        }
+                        Err(BindingError::Refused(e)) => {
+                            dropped += 1;
+                            tracing::warn!(%sensor, sequence = %sequence, %thing, reason = e.message(), "stream record dropped: box refused");
+                        }
+                        Err(BindingError::Unavailable(e)) => {
+                            failed[r] = true;
+                            tracing::warn!(%sensor, sequence = %sequence, %thing, reason = %e, "registry unavailable; record retried");
+                        }
+                    }
+                }
+            }
+            sequences.push(sequence);
+        }
+        let outcomes = self.pipeline.ingest_each(readings, deadline).await;
+        for (outcome, &r) in outcomes.iter().zip(&owners) {
+            if matches!(outcome, Outcome::Unavailable { .. }) {
+                failed[r] = true;
+            }
+        }
+        let failures: Vec<&str> = sequences
+            .iter()
+            .zip(&failed)
+            .filter(|(_, failed)| **failed)
+            .map(|(sequence, _)| sequence.as_str())
+            .collect();
+        tracing::info!(%sensor, records = sequences.len(), readings = outcomes.len(), dropped, retried = failures.len(), "stream batch");
+        let reply = Reply {
+            // Logged and counted as unavailable when anything is retried; the mapping
+            // reads only the body.
+            status: if failures.is_empty() { 200 } else { 503 },
+            body: stream::response(&failures),
+            retry_after: None,
+        };
+        (reply, outcomes)
+    }
+
     /// Who sent the request, and the body its readings are in: the data rules' envelope
     /// names the box (MQTT), so does an IAM-authorized path (`/things/{thing}/<sensor>`);
     /// a shared-key route names none and is refused unless `LEGACY_KEY_ROUTES` is on.
     fn sender<'r>(&self, request: &'r Request) -> Result<(Sender, Cow<'r, [u8]>), RequestError> {
         let body = request.body().as_ref();
-        if matches!(
-            request.request_context_ref(),
-            Some(RequestContext::PassThrough) | None
-        ) {
+        if is_direct(request) {
             return match rule_envelope(body) {
                 Some(envelope) => {
                     let (thing, payload) = envelope?;
@@ -334,6 +434,15 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
         }
         Ok((Sender::SharedKey, Cow::Borrowed(body)))
     }
+}
+
+/// A direct invoke (the IoT rules, the stream's event source mapping, an operator), not
+/// an API Gateway or Function URL request.
+fn is_direct(request: &Request) -> bool {
+    matches!(
+        request.request_context_ref(),
+        Some(RequestContext::PassThrough) | None
+    )
 }
 
 /// The group of a batch whose valid readings all come from one box (the usual case).

@@ -17,6 +17,7 @@ pub mod request;
 pub mod response;
 pub mod runtime;
 pub mod settings;
+pub mod stream;
 
 pub use app::App;
 pub use settings::{IngestSettings, NoDataSettings, QuerySettings, SettingsError};

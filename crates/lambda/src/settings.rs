@@ -314,6 +314,11 @@ impl IngestSettings {
             |s| settings::parse_seconds(s, 0).and_then(AheadTolerance::from_seconds),
             AheadTolerance::default,
         )?;
+        let bulk_max_bytes = env.parsed(
+            "BULK_MAX_BYTES",
+            sensor_core::pipeline::parse_bulk_max_bytes,
+            || sensor_core::pipeline::DEFAULT_BULK_MAX_BYTES,
+        )?;
         let alarm_state = env.alarm_state()?;
         let legacy_key_routes = env.parsed("LEGACY_KEY_ROUTES", parse_bool, || false)?;
         Ok(IngestSettings {
@@ -327,6 +332,7 @@ impl IngestSettings {
                 alarm_mode,
                 clock_skew_warn_s,
                 clock_ahead_tolerance,
+                bulk_max_bytes,
             },
             iot_endpoint,
             opensearch,
@@ -625,6 +631,9 @@ mod tests {
             ("CLOCK_AHEAD_TOLERANCE", "2.5"),
             ("CLOCK_AHEAD_TOLERANCE", "two"),
             ("CLOCK_AHEAD_TOLERANCE", "99999999999999999999"),
+            ("BULK_MAX_BYTES", "5MB"),
+            ("BULK_MAX_BYTES", "1000"),
+            ("BULK_MAX_BYTES", "999999999999"),
             ("ALARM_THING_TEMPLATE", "things/{groupid}"),
             ("ALARM_SHADOW", "a b"),
             ("RULES", r#"{"no2": {"high": 88, "for": 0}}"#),

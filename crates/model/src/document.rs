@@ -59,6 +59,31 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 pub const RECEIVED_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 impl Document {
+    /// The bytes this document takes in a `_bulk` body: the `create` action line and the
+    /// source line, each with its newline (as `sensor_aws::opensearch::bulk_body` writes
+    /// them), so a batch can be split into size-bounded bulks before it is serialized.
+    pub fn bulk_bytes(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        // `{"create":{"_index":"<index>","_id":"<id>"}}`: names and ids hold no character
+        // JSON escapes (index names and hex ids are checked), so the length is exact.
+        let action = r#"{"create":{"_index":"","_id":""}}"#.len()
+            + self.index.len()
+            + self.id.as_str().len();
+        // Writing into a counter cannot fail.
+        let _ = serde_json::to_writer(&mut count, &self.body);
+        action + 1 + count.0 + 1
+    }
+
     /// `date` is when the function got the request (as the original added); `@timestamp`
     /// the reading's effective time (its `createdtime`, never later than its arrival plus
     /// the tolerance: [`Arrival::effective`]), so a clock that ran ahead cannot date a
@@ -143,6 +168,15 @@ mod tests {
             json!({"lat": 37.61002501514269, "lon": 126.99636868892937})
         );
         assert_eq!(b["warnings"], json!(["no2"]));
+    }
+
+    #[test]
+    fn bulk_bytes_is_the_length_of_the_two_bulk_lines() {
+        let index = IndexName::parse("gasdetect-%Y.%m").unwrap();
+        let doc = Document::build(&seed(), &index, &[Measure::No2], received());
+        let action = json!({"create": {"_index": doc.index, "_id": doc.id.as_str()}});
+        let lines = format!("{action}\n{}\n", Value::Object(doc.body.clone()));
+        assert_eq!(doc.bulk_bytes(), lines.len());
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Indexing: one bulk `create` for the request's documents, retried per item through the
-//! one retry's [`Backoff`] (only the items that can succeed later are sent again).
+//! Indexing: the request's documents as `_bulk` `create` requests of at most
+//! `bulk_max_bytes` each (one request for an HTTP call's readings; a few for a stream
+//! batch of thousands), retried per item through the one retry's [`Backoff`] (only the
+//! items that can succeed later are sent again).
 
 use super::check::Checked;
 use crate::downstream::{self, Target};
@@ -8,14 +10,43 @@ use crate::retry::{Backoff, RetryPolicy};
 use sensor_model::document::Document;
 use tokio::time::Instant;
 
-/// The indexer of one pipeline, with its retry policy.
+/// The indexer of one pipeline, with its retry policy and bulk size bound.
 pub(super) struct Indexing<'a, I> {
     pub indexer: &'a I,
     pub retry: RetryPolicy,
+    /// Largest `_bulk` body to send, in bytes (one document is always sent, whatever its
+    /// size).
+    pub bulk_max_bytes: usize,
+}
+
+/// Splits `pending` (indexes into `checked`) into runs whose bulk bodies stay within
+/// `max_bytes`, in order.
+fn size_bounded(
+    checked: &[(usize, Checked)],
+    pending: &[usize],
+    max_bytes: usize,
+) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut bytes = 0usize;
+    for &n in pending {
+        let size = checked[n].1.document.bulk_bytes();
+        if !current.is_empty() && bytes + size > max_bytes {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(n);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 impl<I: Indexer> Indexing<'_, I> {
-    /// One bulk `create` for all documents; retries only the items that can succeed later.
+    /// Size-bounded bulk `create`s for all documents; retries only the items that can
+    /// succeed later.
     pub(super) async fn index_documents(
         &self,
         checked: &[(usize, Checked)],
@@ -28,55 +59,57 @@ impl<I: Indexer> Indexing<'_, I> {
         let mut pending: Vec<usize> = (0..checked.len()).collect();
         let mut backoff = Backoff::new(self.retry, deadline);
         loop {
-            let documents: Vec<&Document> =
-                pending.iter().map(|&n| &checked[n].1.document).collect();
-            let result = backoff
-                .attempt(
-                    Target::OpenSearch,
-                    "bulk request",
-                    self.indexer.create_all(&documents),
-                )
-                .await;
             let mut still_pending = Vec::new();
             let mut last_error = None;
-            match result {
-                Ok(items) if items.len() == pending.len() => {
-                    for (&n, item) in pending.iter().zip(items) {
-                        match item {
-                            IndexOutcome::Failed(e) if e.is_retryable() => {
-                                last_error = Some(e.clone());
-                                outcomes[n] = Some(IndexOutcome::Failed(e));
-                                still_pending.push(n);
+            for chunk in size_bounded(checked, &pending, self.bulk_max_bytes) {
+                let documents: Vec<&Document> =
+                    chunk.iter().map(|&n| &checked[n].1.document).collect();
+                let result = backoff
+                    .attempt(
+                        Target::OpenSearch,
+                        "bulk request",
+                        self.indexer.create_all(&documents),
+                    )
+                    .await;
+                match result {
+                    Ok(items) if items.len() == chunk.len() => {
+                        for (&n, item) in chunk.iter().zip(items) {
+                            match item {
+                                IndexOutcome::Failed(e) if e.is_retryable() => {
+                                    last_error = Some(e.clone());
+                                    outcomes[n] = Some(IndexOutcome::Failed(e));
+                                    still_pending.push(n);
+                                }
+                                IndexOutcome::Failed(e) => {
+                                    tracing::error!(id = %checked[n].1.document.id.as_str(), reason = %e, "document not indexed, not retried");
+                                    outcomes[n] = Some(IndexOutcome::Failed(e));
+                                }
+                                IndexOutcome::Rejected(reason) => {
+                                    tracing::error!(id = %checked[n].1.document.id.as_str(), %reason, "document rejected for good");
+                                    outcomes[n] = Some(IndexOutcome::Rejected(reason));
+                                }
+                                done => outcomes[n] = Some(done),
                             }
-                            IndexOutcome::Failed(e) => {
-                                tracing::error!(id = %checked[n].1.document.id.as_str(), reason = %e, "document not indexed, not retried");
-                                outcomes[n] = Some(IndexOutcome::Failed(e));
-                            }
-                            IndexOutcome::Rejected(reason) => {
-                                tracing::error!(id = %checked[n].1.document.id.as_str(), %reason, "document rejected for good");
-                                outcomes[n] = Some(IndexOutcome::Rejected(reason));
-                            }
-                            done => outcomes[n] = Some(done),
                         }
                     }
-                }
-                Ok(items) => {
-                    let e = DownstreamError::Retryable(format!(
-                        "bulk response has {} items for {} documents",
-                        items.len(),
-                        pending.len()
-                    ));
-                    last_error = Some(e);
-                    still_pending = pending.clone();
-                }
-                Err(e) if e.is_retryable() => {
-                    last_error = Some(e);
-                    still_pending = pending.clone();
-                }
-                Err(e) => {
-                    tracing::error!(reason = %e, "bulk request rejected, not retried");
-                    for &n in &pending {
-                        outcomes[n] = Some(IndexOutcome::Failed(e.clone()));
+                    Ok(items) => {
+                        let e = DownstreamError::Retryable(format!(
+                            "bulk response has {} items for {} documents",
+                            items.len(),
+                            chunk.len()
+                        ));
+                        last_error = Some(e);
+                        still_pending.extend(&chunk);
+                    }
+                    Err(e) if e.is_retryable() => {
+                        last_error = Some(e);
+                        still_pending.extend(&chunk);
+                    }
+                    Err(e) => {
+                        tracing::error!(reason = %e, "bulk request rejected, not retried");
+                        for &n in &chunk {
+                            outcomes[n] = Some(IndexOutcome::Failed(e.clone()));
+                        }
                     }
                 }
             }

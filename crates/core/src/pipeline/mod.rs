@@ -21,7 +21,9 @@ mod publish;
 mod settings;
 
 pub use outcome::Outcome;
-pub use settings::PipelineSettings;
+pub use settings::{
+    parse_bulk_max_bytes, PipelineSettings, BULK_MAX_BYTES_RANGE, DEFAULT_BULK_MAX_BYTES,
+};
 
 use crate::ports::{AlarmStore, IndexOutcome, Indexer, MemoryAlarmStore, Publisher};
 use crate::retry::RetryPolicy;
@@ -41,6 +43,13 @@ use sensor_model::domain::thing_name::ThingName;
 use sensor_model::topic::Topic;
 use sensor_model::warning::Warning;
 use tokio::time::Instant;
+
+/// A reading (or why it is not one) and the box that sent it with the group the registry
+/// binds that box to; `None` when no box is named (a shared-key route, an operator).
+pub type Sent<'a> = (
+    Option<(&'a ThingName, &'a GroupId)>,
+    Result<Reading, ValidationError>,
+);
 
 pub struct Pipeline<P, I, A = MemoryAlarmStore> {
     settings: PipelineSettings,
@@ -130,10 +139,18 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         readings: Vec<Result<Reading, ValidationError>>,
         deadline: Instant,
     ) -> Vec<Outcome> {
+        let readings = readings.into_iter().map(|r| (sender, r)).collect();
+        self.ingest_each(readings, deadline).await
+    }
+
+    /// Like [`Pipeline::ingest_from`] for readings of many boxes at once (a stream batch):
+    /// each reading with its own sender. Alarm state is still read and written once per
+    /// group for the whole call, and the documents go out as size-bounded bulks.
+    pub async fn ingest_each(&self, readings: Vec<Sent<'_>>, deadline: Instant) -> Vec<Outcome> {
         let arrival = self.arrival(Utc::now());
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(readings.len());
         let mut checked: Vec<(usize, Checked)> = Vec::new();
-        for (i, reading) in readings.into_iter().enumerate() {
+        for (i, (sender, reading)) in readings.into_iter().enumerate() {
             match reading {
                 Err(e) => outcomes.push(Some(Outcome::Invalid(e))),
                 Ok(reading) => {
@@ -173,6 +190,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         let indexing = Indexing {
             indexer: &self.indexer,
             retry: self.retry,
+            bulk_max_bytes: self.settings.bulk_max_bytes,
         };
         let alarms = Alarms {
             store: &self.alarms,

@@ -28,6 +28,31 @@ pub struct PipelineSettings {
     /// `CLOCK_AHEAD_TOLERANCE`: how far after its arrival a reading's own time is still
     /// believed (`sensor_model::domain::arrival`).
     pub clock_ahead_tolerance: AheadTolerance,
+    /// `BULK_MAX_BYTES`: the largest `_bulk` body one request sends; a stream batch of
+    /// thousands of readings goes out as several of these.
+    pub bulk_max_bytes: usize,
+}
+
+/// 5 MiB: the low end of the 5-15 MiB bulk size AWS recommends for OpenSearch Service,
+/// and under the 10 MiB HTTP payload limit of its smallest instance types.
+pub const DEFAULT_BULK_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// The range `BULK_MAX_BYTES` accepts: at least one large reading, at most what the
+/// largest OpenSearch Service instance types accept (100 MiB).
+pub const BULK_MAX_BYTES_RANGE: std::ops::RangeInclusive<usize> = 16 * 1024..=100 * 1024 * 1024;
+
+/// Parses `BULK_MAX_BYTES`: a whole number of bytes within [`BULK_MAX_BYTES_RANGE`].
+pub fn parse_bulk_max_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of bytes"))?;
+    if !BULK_MAX_BYTES_RANGE.contains(&bytes) {
+        return Err(format!(
+            "{bytes} is outside {}..={} bytes",
+            BULK_MAX_BYTES_RANGE.start(),
+            BULK_MAX_BYTES_RANGE.end()
+        ));
+    }
+    Ok(bytes)
 }
 
 impl PipelineSettings {
@@ -44,6 +69,7 @@ impl PipelineSettings {
             alarm_mode: AlarmMode::default(),
             clock_skew_warn_s: DEFAULT_CLOCK_SKEW_WARN_S,
             clock_ahead_tolerance: AheadTolerance::default(),
+            bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
         }
     }
 }

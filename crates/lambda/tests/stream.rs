@@ -1,0 +1,339 @@
+//! The stream path at the function: Lambda's Kinesis events from the event source
+//! mapping, each record the stream rule's `{"thing", "sensor", "groupid", "payload"}`.
+//! A batch is one pipeline call (alarm state once per group, size-bounded bulks); the
+//! answer lists only the records to retry; a poison record is final and never blocks
+//! the shard. Fakes for the ports; the stream itself is in `tests/` and `local-aws`.
+
+mod support;
+
+use base64::Engine;
+use lambda_http::Request;
+use sensor_core::ports::{DownstreamError, Registration, Registry};
+use sensor_model::domain::group_id::GroupId;
+use sensor_model::domain::thing_name::ThingName;
+use sensor_model::Sensor;
+use serde_json::{json, Value};
+use support::{json_of, Harness, SEED};
+
+const GAS: Sensor = Sensor::Gasdetector;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Boxes `pi-a` and `pi-c` in group "2", `pi-b` in group "9".
+fn harness(extra: &[(&str, &str)]) -> Harness {
+    let h = Harness::with_env(GAS, extra);
+    for (thing, group) in [("pi-a", "2"), ("pi-b", "9"), ("pi-c", "2")] {
+        h.registry.set(
+            &ThingName::parse(thing).unwrap(),
+            Registration::Group(GroupId::parse(group).unwrap()),
+        );
+    }
+    h
+}
+
+/// A gas reading of `group` taken at second `second` of the seed's minute, with `no2`.
+fn reading(group: &str, second: u32, no2: &str) -> Value {
+    let mut value: Value = serde_json::from_str(SEED).unwrap();
+    value["groupid"] = json!(group);
+    for measure in ["co", "no2", "c2h5oh", "h2"] {
+        value[measure]["createdtime"] = json!(format!(
+            "2021-09-03 18:{:02}:{:02}",
+            second / 60,
+            second % 60
+        ));
+    }
+    value["no2"]["value"] = json!(no2);
+    value
+}
+
+/// The data of one stream record: what the stream rule puts into Kinesis.
+fn rule_record(thing: &str, sensor: &str, group: &str, payload: &[u8]) -> Vec<u8> {
+    json!({"thing": thing, "sensor": sensor, "groupid": group, "payload": b64(payload)})
+        .to_string()
+        .into_bytes()
+}
+
+/// Lambda's Kinesis event for `records` (sequence number, data), as the mapping sends it.
+fn kinesis_event(records: &[(String, Vec<u8>)]) -> Request {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(sequence, data)| {
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "2",
+                    "sequenceNumber": sequence,
+                    "data": b64(data),
+                    "approximateArrivalTimestamp": 1_764_000_000.25
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000000:{sequence}"),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/ingest",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/sensor-readings"
+            })
+        })
+        .collect();
+    lambda_http::request::from_str(&json!({ "Records": records }).to_string()).unwrap()
+}
+
+fn batch(group: &str, seconds: std::ops::Range<u32>, no2: &str) -> Vec<u8> {
+    let items: Vec<Value> = seconds.map(|s| reading(group, s, no2)).collect();
+    serde_json::to_vec(&items).unwrap()
+}
+
+fn failures(body: &Value) -> Vec<String> {
+    body["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no batchItemFailures: {body}"))
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_of_many_boxes_is_stored_with_one_bulk_and_one_state_write_per_group() {
+    let h = harness(&[]);
+    // Group 2 (two boxes) crosses no2's high threshold; group 9 stays quiet.
+    let records = vec![
+        (
+            "1".to_string(),
+            rule_record("pi-a", "gasdetector", "2", &batch("2", 0..10, "95")),
+        ),
+        (
+            "2".to_string(),
+            rule_record("pi-b", "gasdetector", "9", &batch("9", 0..10, "20")),
+        ),
+        (
+            "3".to_string(),
+            rule_record("pi-c", "gasdetector", "2", &batch("2", 10..20, "96")),
+        ),
+        (
+            "4".to_string(),
+            rule_record(
+                "pi-a",
+                "gasdetector",
+                "2",
+                &serde_json::to_vec(&reading("2", 20, "97")).unwrap(),
+            ),
+        ),
+    ];
+    let response = h
+        .app
+        .invoke(kinesis_event(&records))
+        .await
+        .expect("no function error");
+    let body = json_of(&response);
+    assert_eq!(failures(&body), Vec::<String>::new(), "{body}");
+    assert_eq!(h.indexed(), 31, "every reading stored once");
+    assert_eq!(h.index_calls(), 1, "one bulk for the whole batch");
+    // Once per group: the state records each group's newest reading, so a group's first
+    // batch always writes it.
+    assert_eq!(
+        *h.alarms.stores.lock().unwrap(),
+        2,
+        "one state write per group"
+    );
+    let warnings: Vec<(String, Value)> = h
+        .sent()
+        .into_iter()
+        .filter(|(_, m)| m.get("warning").is_some())
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "exactly one transition for group 2: {warnings:?}"
+    );
+    assert_eq!(warnings[0].1["groupid"], "2");
+
+    // The mapping retries a batch from its lowest failure; the same records again
+    // store nothing twice and warn nothing twice.
+    let again = h
+        .app
+        .invoke(kinesis_event(&records))
+        .await
+        .expect("no function error");
+    assert_eq!(failures(&json_of(&again)), Vec::<String>::new());
+    assert_eq!(h.indexed(), 31);
+    let warnings_after = h
+        .sent()
+        .into_iter()
+        .filter(|(_, m)| m.get("warning").is_some())
+        .count();
+    assert_eq!(
+        warnings_after, 1,
+        "the resent batch published no second warning"
+    );
+    assert_eq!(
+        *h.alarms.stores.lock().unwrap(),
+        2,
+        "nothing changed, nothing written"
+    );
+}
+
+#[tokio::test]
+async fn poison_records_are_final_and_never_fail_the_batch() {
+    let h = harness(&[]);
+    let good = batch("2", 0..2, "20");
+    let records = vec![
+        ("1".to_string(), b"not json".to_vec()),
+        ("2".to_string(), rule_record("pi-a", "dust", "2", &good)),
+        (
+            "3".to_string(),
+            rule_record("a/b", "gasdetector", "2", &good),
+        ),
+        (
+            "4".to_string(),
+            rule_record("pi-a", "gasdetector", "2", b"{\"groupid\": "),
+        ),
+        (
+            "5".to_string(),
+            rule_record("pi-unknown", "gasdetector", "2", &good),
+        ),
+        // pi-b is bound to group 9: its readings claiming group 2 are refused.
+        (
+            "6".to_string(),
+            rule_record("pi-b", "gasdetector", "2", &good),
+        ),
+        (
+            "7".to_string(),
+            rule_record("pi-a", "gasdetector", "2", &good),
+        ),
+    ];
+    let response = h
+        .app
+        .invoke(kinesis_event(&records))
+        .await
+        .expect("no function error");
+    let body = json_of(&response);
+    assert_eq!(failures(&body), Vec::<String>::new(), "{body}");
+    assert_eq!(h.indexed(), 2, "only the good record's readings");
+}
+
+#[tokio::test]
+async fn only_records_with_a_reading_still_failing_are_retried() {
+    let h = harness(&[]);
+    let records = vec![
+        (
+            "100".to_string(),
+            rule_record("pi-a", "gasdetector", "2", &batch("2", 0..3, "20")),
+        ),
+        (
+            "101".to_string(),
+            rule_record("pi-b", "gasdetector", "9", &batch("9", 0..3, "20")),
+        ),
+        (
+            "102".to_string(),
+            rule_record("pi-c", "gasdetector", "2", &batch("2", 3..6, "20")),
+        ),
+    ];
+    // The 5th document (record 101's second reading) fails on every attempt: first in
+    // the whole bulk, then alone in each retry.
+    let unavailable = DownstreamError::Retryable("429".into());
+    {
+        let mut failing = h.indexer.item_failures.lock().unwrap();
+        failing.push_back((vec![4], unavailable.clone()));
+        for _ in 0..8 {
+            failing.push_back((vec![0], unavailable.clone()));
+        }
+    }
+    let response = h
+        .app
+        .invoke(kinesis_event(&records))
+        .await
+        .expect("no function error");
+    let body = json_of(&response);
+    assert_eq!(failures(&body), ["101"], "{body}");
+    assert_eq!(h.indexed(), 8, "the other readings are stored");
+}
+
+/// A registry that cannot be reached for `pi-new` and binds every other box to "2".
+struct FlakyRegistry;
+
+impl Registry for FlakyRegistry {
+    async fn lookup(&self, thing: &ThingName) -> Result<Registration, DownstreamError> {
+        if thing.as_str() == "pi-new" {
+            return Err(DownstreamError::Retryable("DescribeThing: 503".into()));
+        }
+        Ok(Registration::Group(GroupId::parse("2").unwrap()))
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_registry_retries_only_its_records() {
+    let h = harness(&[]);
+    let indexer = h.indexer.clone();
+    let app = h.app.with_registry(FlakyRegistry);
+    let records = vec![
+        (
+            "1".to_string(),
+            rule_record("pi-a", "gasdetector", "2", &batch("2", 0..2, "20")),
+        ),
+        (
+            "2".to_string(),
+            rule_record("pi-new", "gasdetector", "2", &batch("2", 2..4, "20")),
+        ),
+    ];
+    let response = app
+        .invoke(kinesis_event(&records))
+        .await
+        .expect("no function error");
+    let body = json_of(&response);
+    assert_eq!(failures(&body), ["2"], "{body}");
+    assert_eq!(indexer.docs.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_large_batch_goes_out_as_size_bounded_bulks() {
+    let h = harness(&[("BULK_MAX_BYTES", "65536")]);
+    let records: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|r| {
+            let payload = batch("2", r * 25..(r + 1) * 25, "20");
+            (
+                r.to_string(),
+                rule_record("pi-a", "gasdetector", "2", &payload),
+            )
+        })
+        .collect();
+    let response = h
+        .app
+        .invoke(kinesis_event(&records))
+        .await
+        .expect("no function error");
+    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    assert_eq!(h.indexed(), 500);
+    let calls = h.indexer.calls.lock().unwrap().clone();
+    assert!(calls.len() > 1, "{calls:?}");
+    assert_eq!(calls.iter().sum::<usize>(), 500);
+    // Each bulk holds as many documents as fit in 64 KiB (a document is about 600
+    // bytes in a bulk body), so none is tiny and none is over.
+    assert!(
+        calls
+            .iter()
+            .take(calls.len() - 1)
+            .all(|&n| (80..=110).contains(&n)),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sample_kinesis_event_is_stored_and_warns_once() {
+    let h = harness(&[]);
+    let text =
+        std::fs::read_to_string(support::events_dir().join("stream/gasdetector-kinesis.json"))
+            .expect("events/stream/gasdetector-kinesis.json");
+    let request = lambda_http::request::from_str(&text).expect("a Kinesis event");
+    let response = h.app.invoke(request).await.expect("no function error");
+    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    assert_eq!(h.indexed(), 3);
+    let warnings = h
+        .sent()
+        .into_iter()
+        .filter(|(_, m)| m.get("warning").is_some())
+        .count();
+    assert_eq!(warnings, 1, "the third reading's no2 of 95 warns");
+}
