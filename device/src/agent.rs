@@ -103,8 +103,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         "sensorbox started"
     );
     if let Some(mqtt) = config.mqtt.clone() {
-        let readings = (config.transport == Transport::Mqtt).then(|| wake.clone());
-        let link = Link::new(mqtt, config.thing_name.clone(), queue.clone(), readings);
+        let readings = (config.transport != Transport::Https).then(|| wake.clone());
+        let mut link = Link::new(mqtt, config.thing_name.clone(), queue.clone(), readings);
+        if config.transport == Transport::Stream {
+            link = link.batched(config.group.as_str());
+        }
         let queue = queue.clone();
         tokio::spawn(async move {
             let reason = link.run().await;
@@ -118,7 +121,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    if config.transport == Transport::Mqtt {
+    if config.transport != Transport::Https {
         // Readings leave over MQTT (mqtt.rs); the HTTPS sender stays idle.
         shutdown.await;
     } else {

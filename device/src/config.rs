@@ -96,6 +96,7 @@ struct RawMqtt {
     keep_alive_s: Option<u64>,
     topic_template: Option<String>,
     device_root: Option<String>,
+    stream_rule: Option<String>,
     hook: Option<Vec<String>>,
 }
 
@@ -158,6 +159,11 @@ pub enum Transport {
     /// Publish each reading to `<device_root>/<thing>/data/<route>` at QoS 1 (the stacks'
     /// topic rule invokes the function); a reading leaves the queue on PUBACK.
     Mqtt,
+    /// The stream path for large fleets: batches of queued readings (under IoT's 5 KB
+    /// metering unit) published at QoS 1 to the Basic Ingest topic
+    /// `$aws/rules/<stream_rule>/<device_root>/<thing>/data/<route>/<groupid>`; the rule
+    /// puts them into Kinesis, so the readings leave the queue on PUBACK.
+    Stream,
 }
 
 /// The MQTT connection to IoT Core (warnings in, connection state, optionally readings).
@@ -177,6 +183,9 @@ pub struct MqttConfig {
     /// `DeviceTopicRoot` of the stacks: Last Will on `<root>/<thing>/lwt`, connect report
     /// on `<root>/<thing>/connected`, readings on `<root>/<thing>/data/<route>`.
     pub device_root: String,
+    /// The stacks' `StreamRuleName` (default `sensorbox_readings`): with `transport =
+    /// "stream"`, readings go to `$aws/rules/<stream_rule>/...`.
+    pub stream_rule: String,
     /// A command handed each warning as JSON on stdin (buzzer, LED, GPIO).
     pub hook: Option<Vec<String>>,
 }
@@ -429,10 +438,10 @@ impl RawConfig {
             .map(|m| (m.ca.clone(), m.cert.clone(), m.key.clone()));
         let mqtt = match self.mqtt {
             Some(raw) => Some(raw.validate(&group, &sensors)?),
-            None if self.transport == Transport::Mqtt => {
+            None if self.transport != Transport::Https => {
                 return Err(ConfigError::new(
                     "mqtt",
-                    "transport = \"mqtt\" needs an [mqtt] section (endpoint and certificates)",
+                    "transport = \"mqtt\" or \"stream\" needs an [mqtt] section (endpoint and certificates)",
                 ))
             }
             None => None,
@@ -461,6 +470,9 @@ impl RawConfig {
         })
     }
 }
+
+/// The stacks' default `StreamRuleName`.
+pub const DEFAULT_STREAM_RULE: &str = "sensorbox_readings";
 
 /// AWS's rule for role alias names: 1 to 128 of `[\w=,@-]`.
 fn valid_role_alias(alias: &str) -> bool {
@@ -667,6 +679,19 @@ impl RawMqtt {
                 "one topic level of [a-zA-Z0-9_-] (the stacks' DeviceTopicRoot)",
             ));
         }
+        let stream_rule = self
+            .stream_rule
+            .unwrap_or_else(|| DEFAULT_STREAM_RULE.into());
+        if !(1..=128).contains(&stream_rule.len())
+            || !stream_rule
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ConfigError::new(
+                "mqtt.stream_rule",
+                "an IoT rule name: 1 to 128 of [a-zA-Z0-9_] (the stacks' StreamRuleName)",
+            ));
+        }
         if let Some(hook) = &self.hook {
             if hook.first().is_none_or(|p| p.is_empty()) {
                 return Err(ConfigError::new(
@@ -684,6 +709,7 @@ impl RawMqtt {
             keep_alive: Duration::from_secs(keep_alive_s),
             warning_topics,
             device_root,
+            stream_rule,
             hook: self.hook,
         })
     }
@@ -894,6 +920,8 @@ sensortype = "9"
             ("keep_alive_s = 5000", "mqtt.keep_alive_s"),
             ("topic_template = \"pi/#\"", "mqtt.topic_template"),
             ("device_root = \"a/b\"", "mqtt.device_root"),
+            ("stream_rule = \"a-b\"", "mqtt.stream_rule"),
+            ("stream_rule = \"\"", "mqtt.stream_rule"),
             ("hook = []", "mqtt.hook"),
             ("cafile = \"x\"", ""),
         ];
@@ -924,6 +952,13 @@ sensortype = "9"
         let over_mqtt = with_mqtt("").replace("[mqtt]", "transport = \"mqtt\"\n[mqtt]");
         let config = Config::from_toml(&over_mqtt).expect("transport mqtt");
         assert_eq!(config.transport, Transport::Mqtt);
+        let no_section = GOOD.replace("[queue]", "transport = \"stream\"\n[queue]");
+        assert_eq!(error_key(&no_section), "mqtt");
+        let over_stream = with_mqtt("stream_rule = \"fleet_readings\"")
+            .replace("[mqtt]", "transport = \"stream\"\n[mqtt]");
+        let config = Config::from_toml(&over_stream).expect("transport stream");
+        assert_eq!(config.transport, Transport::Stream);
+        assert_eq!(config.mqtt.expect("mqtt").stream_rule, "fleet_readings");
     }
 
     #[test]

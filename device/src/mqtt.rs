@@ -10,6 +10,10 @@
 //!   noted for `sensorbox status`, and handed as JSON on stdin to the optional hook.
 //! - With `transport = "mqtt"`, readings leave the queue here: published to
 //!   `<root>/<thing>/data/<route>` at QoS 1 and removed on PUBACK.
+//! - With `transport = "stream"`, the queued readings of a route and group go out as
+//!   batches (JSON arrays under IoT's 5 KB metering unit) to the Basic Ingest topic
+//!   `$aws/rules/<rule>/<root>/<thing>/data/<route>/<groupid>`, and all of a batch's
+//!   readings leave the queue on its PUBACK.
 
 use crate::config::MqttConfig;
 use crate::queue::Queue;
@@ -29,6 +33,12 @@ pub const ALPN_443: &[u8] = b"x-amzn-mqtt-ca";
 const MAX_PACKET: usize = 128 * 1024;
 /// Readings published and not yet acknowledged (IoT Core allows 100 in flight).
 const READINGS_IN_FLIGHT: usize = 32;
+/// Stream batches published and not yet acknowledged.
+const BATCHES_IN_FLIGHT: usize = 16;
+/// IoT Core meters messages in 5 KB units: a stream batch stays within one.
+pub const STREAM_BATCH_BYTES: usize = 5 * 1024;
+/// The functions take at most 500 readings per batch.
+const STREAM_BATCH_READINGS: usize = 500;
 /// How long a hook may run before it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -78,6 +88,85 @@ pub fn data_topic(config: &MqttConfig, thing: &str, route: sensor_model::Sensor)
     format!("{}/{thing}/data/{}", config.device_root, route.name())
 }
 
+/// The Basic Ingest topic of a stream batch: the rule's prefix, then the thing, the route
+/// and the group (the stacks' partition key; their IoT policy pins it to the thing's
+/// `groupid` attribute).
+pub fn stream_topic(
+    config: &MqttConfig,
+    thing: &str,
+    route: sensor_model::Sensor,
+    group: &str,
+) -> String {
+    format!(
+        "$aws/rules/{}/{}/{thing}/data/{}/{group}",
+        config.stream_rule,
+        config.device_root,
+        route.name()
+    )
+}
+
+/// A stream batch: the readings' queue sequence numbers, and the JSON array of their bodies.
+#[derive(Debug, PartialEq)]
+pub struct StreamBatch {
+    pub topic: String,
+    pub seqs: Vec<i64>,
+    pub body: String,
+}
+
+/// Packs queued entries into stream batches, in queue order per (route, group): each a
+/// JSON array of at most [`STREAM_BATCH_READINGS`] bodies within [`STREAM_BATCH_BYTES`]
+/// (a single larger reading goes alone). The group is each reading's own `groupid`, so a
+/// reading queued before a `fleet move` is published under the group it claims (and
+/// refused by IoT Core's policy, which keeps it queued), never relabelled.
+pub fn stream_batches(
+    config: &MqttConfig,
+    thing: &str,
+    fallback_group: &str,
+    entries: Vec<crate::queue::Entry>,
+) -> Vec<StreamBatch> {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        groupid: serde_json::Value,
+    }
+    let mut batches: Vec<StreamBatch> = Vec::new();
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        let group = serde_json::from_str::<Group>(&entry.body)
+            .ok()
+            .and_then(|g| match g.groupid {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|g| sensor_model::domain::group_id::GroupId::parse(g).is_ok())
+            .unwrap_or_else(|| fallback_group.to_owned());
+        let topic = stream_topic(config, thing, entry.route, &group);
+        let fits = |batch: &StreamBatch| {
+            batch.seqs.len() < STREAM_BATCH_READINGS
+                && batch.body.len() + 1 + entry.body.len() <= STREAM_BATCH_BYTES
+        };
+        match open.get(&topic).copied() {
+            Some(i) if fits(&batches[i]) => {
+                let batch = &mut batches[i];
+                batch.body.pop();
+                batch.body.push(',');
+                batch.body.push_str(&entry.body);
+                batch.body.push(']');
+                batch.seqs.push(entry.seq);
+            }
+            _ => {
+                open.insert(topic.clone(), batches.len());
+                batches.push(StreamBatch {
+                    topic,
+                    seqs: vec![entry.seq],
+                    body: format!("[{}]", entry.body),
+                });
+            }
+        }
+    }
+    batches
+}
+
 /// What an MQTT error means for a person at the box.
 pub fn explain(error: &ConnectionError) -> String {
     let text = error.to_string();
@@ -101,10 +190,11 @@ pub fn explain(error: &ConnectionError) -> String {
 /// Readings in flight over MQTT: the queue sequence numbers of publishes not yet acked.
 #[derive(Default)]
 struct InFlight {
-    /// Our publish requests in the order handed to the client (None: not a reading).
-    requested: VecDeque<Option<i64>>,
-    /// Packet id -> queue sequence number.
-    by_pkid: HashMap<u16, i64>,
+    /// Our publish requests in the order handed to the client (None: not readings), each
+    /// with the readings it carries (one, or a stream batch's).
+    requested: VecDeque<Option<Vec<i64>>>,
+    /// Packet id -> the queue sequence numbers it carries.
+    by_pkid: HashMap<u16, Vec<i64>>,
     seqs: HashSet<i64>,
 }
 
@@ -115,15 +205,22 @@ impl InFlight {
         if pkid == 0 || self.by_pkid.contains_key(&pkid) {
             return;
         }
-        if let Some(Some(seq)) = self.requested.pop_front() {
-            self.by_pkid.insert(pkid, seq);
+        if let Some(Some(seqs)) = self.requested.pop_front() {
+            self.by_pkid.insert(pkid, seqs);
         }
     }
 
-    fn acked(&mut self, pkid: u16) -> Option<i64> {
-        let seq = self.by_pkid.remove(&pkid)?;
-        self.seqs.remove(&seq);
-        Some(seq)
+    fn acked(&mut self, pkid: u16) -> Option<Vec<i64>> {
+        let seqs = self.by_pkid.remove(&pkid)?;
+        for seq in &seqs {
+            self.seqs.remove(seq);
+        }
+        Some(seqs)
+    }
+
+    /// Publishes in flight (a stream batch counts once).
+    fn publishes(&self) -> usize {
+        self.by_pkid.len() + self.requested.iter().flatten().count()
     }
 
     /// After a connection without a session nothing in flight will be acked (rumqttc
@@ -137,8 +234,13 @@ pub struct Link {
     config: MqttConfig,
     thing: String,
     queue: Arc<Mutex<Queue>>,
-    /// Some: readings go over MQTT (`transport = "mqtt"`), woken when new ones are queued.
+    /// Some: readings go over MQTT (`transport = "mqtt"` or `"stream"`), woken when new
+    /// ones are queued.
     readings: Option<Arc<Notify>>,
+    /// `transport = "stream"`: batches to the Basic Ingest topic, not one publish each.
+    stream: bool,
+    /// The box's group, for a queued reading whose own `groupid` cannot be read.
+    group: String,
 }
 
 impl Link {
@@ -153,7 +255,16 @@ impl Link {
             thing,
             queue,
             readings,
+            stream: false,
+            group: String::new(),
         }
+    }
+
+    /// Readings leave as stream batches (`transport = "stream"`) of `group`'s box.
+    pub fn batched(mut self, group: &str) -> Link {
+        self.stream = true;
+        self.group = group.to_owned();
+        self
     }
 
     fn note(&self, name: &str, value: &str) {
@@ -288,9 +399,9 @@ impl Link {
                 None
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(seq) = in_flight.acked(ack.pkid) {
+                if let Some(seqs) = in_flight.acked(ack.pkid) {
                     let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) = queue.remove(&[seq]) {
+                    if let Err(e) = queue.remove(&seqs) {
                         // Still queued: it is sent again later (a harmless duplicate).
                         tracing::error!("queue: {e}");
                     }
@@ -320,6 +431,9 @@ impl Link {
 
     /// Hands queued readings to the client, up to the in-flight bound.
     fn publish_readings(&self, client: &AsyncClient, in_flight: &mut InFlight) {
+        if self.stream {
+            return self.publish_batches(client, in_flight);
+        }
         if self.readings.is_none() || in_flight.seqs.len() >= READINGS_IN_FLIGHT {
             return;
         }
@@ -343,8 +457,43 @@ impl Link {
             let topic = data_topic(&self.config, &self.thing, entry.route);
             match client.try_publish(topic, QoS::AtLeastOnce, false, entry.body) {
                 Ok(()) => {
-                    in_flight.requested.push_back(Some(entry.seq));
+                    in_flight.requested.push_back(Some(vec![entry.seq]));
                     in_flight.seqs.insert(entry.seq);
+                }
+                // The request channel is full: the rest waits for the next round.
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// `transport = "stream"`: the queued readings not in flight, packed into batches
+    /// and handed to the client, up to the in-flight bound of batches.
+    fn publish_batches(&self, client: &AsyncClient, in_flight: &mut InFlight) {
+        if in_flight.publishes() >= BATCHES_IN_FLIGHT {
+            return;
+        }
+        let entries = {
+            let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            match queue.next_batch(BATCHES_IN_FLIGHT * 32) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::error!("queue: {e}");
+                    return;
+                }
+            }
+        };
+        let fresh: Vec<_> = entries
+            .into_iter()
+            .filter(|entry| !in_flight.seqs.contains(&entry.seq))
+            .collect();
+        for batch in stream_batches(&self.config, &self.thing, &self.group, fresh) {
+            if in_flight.publishes() >= BATCHES_IN_FLIGHT {
+                break;
+            }
+            match client.try_publish(batch.topic, QoS::AtLeastOnce, false, batch.body) {
+                Ok(()) => {
+                    in_flight.seqs.extend(&batch.seqs);
+                    in_flight.requested.push_back(Some(batch.seqs));
                 }
                 // The request channel is full: the rest waits for the next round.
                 Err(_) => break,
@@ -397,6 +546,7 @@ mod tests {
             keep_alive: Duration::from_secs(30),
             warning_topics: vec!["pi/1".into()],
             device_root: "devices".into(),
+            stream_rule: crate::config::DEFAULT_STREAM_RULE.into(),
             hook: None,
         }
     }
@@ -458,18 +608,96 @@ mod tests {
     fn in_flight_maps_packet_ids_in_request_order_and_ignores_resends() {
         let mut f = InFlight::default();
         f.requested.push_back(None); // the connect report
-        f.requested.push_back(Some(10));
+        f.requested.push_back(Some(vec![10]));
         f.seqs.insert(10);
-        f.requested.push_back(Some(11));
-        f.seqs.insert(11);
+        f.requested.push_back(Some(vec![11, 12]));
+        f.seqs.extend([11, 12]);
+        assert_eq!(f.publishes(), 2);
         f.sent(1);
         f.sent(2);
         f.sent(2); // resent after a reconnect: same packet id
         f.sent(3);
         assert_eq!(f.acked(1), None);
-        assert_eq!(f.acked(3), Some(11));
-        assert_eq!(f.acked(2), Some(10));
+        assert_eq!(f.acked(3), Some(vec![11, 12]));
+        assert_eq!(f.acked(2), Some(vec![10]));
         assert!(f.seqs.is_empty());
         assert_eq!(f.acked(2), None);
+    }
+
+    fn entry(seq: i64, route: sensor_model::Sensor, body: String) -> crate::queue::Entry {
+        crate::queue::Entry {
+            seq,
+            route,
+            doc_id: format!("id-{seq}"),
+            created: chrono::Utc::now(),
+            body,
+        }
+    }
+
+    #[test]
+    fn stream_batches_pack_per_route_and_group_within_one_metering_unit() {
+        use sensor_model::Sensor;
+        let config = MqttConfig {
+            endpoint: "iot.example".into(),
+            port: 8883,
+            ca: "ca.pem".into(),
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            keep_alive: Duration::from_secs(60),
+            warning_topics: vec!["pi/2".into()],
+            device_root: "devices".into(),
+            stream_rule: "sensorbox_readings".into(),
+            hook: None,
+        };
+        let gas = |seq: i64, group: &str| {
+            let body = format!(
+                r#"{{"groupid":"{group}","co":{{"sensorid":"1","sensortype":"8","value":"1.{seq:03}","createdtime":"2026-12-04 10:00:00"}},"pad":"{}"}}"#,
+                "x".repeat(150)
+            );
+            entry(seq, Sensor::Gasdetector, body)
+        };
+        let mut entries: Vec<_> = (1..=30).map(|seq| gas(seq, "2")).collect();
+        entries.push(entry(31, Sensor::Dust, r#"{"groupid":2,"pm1":{}}"#.into()));
+        entries.push(gas(32, "9"));
+        entries.push(entry(33, Sensor::Temp, "not json".into()));
+        let batches = stream_batches(&config, "pi-19", "7", entries);
+        let topics: Vec<&str> = batches.iter().map(|b| b.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "$aws/rules/sensorbox_readings/devices/pi-19/data/gasdetector/2",
+                "$aws/rules/sensorbox_readings/devices/pi-19/data/gasdetector/2",
+                "$aws/rules/sensorbox_readings/devices/pi-19/data/dust/2",
+                "$aws/rules/sensorbox_readings/devices/pi-19/data/gasdetector/9",
+                "$aws/rules/sensorbox_readings/devices/pi-19/data/temp/7",
+            ]
+        );
+        let mut all: Vec<i64> = Vec::new();
+        for batch in &batches {
+            assert!(
+                batch.body.len() <= STREAM_BATCH_BYTES,
+                "{}",
+                batch.body.len()
+            );
+            if batch.seqs.len() > 1 || !batch.body.contains("not json") {
+                let items: Vec<serde_json::Value> =
+                    serde_json::from_str(&batch.body).expect("a JSON array");
+                assert_eq!(items.len(), batch.seqs.len());
+            }
+            all.extend(&batch.seqs);
+        }
+        all.sort();
+        assert_eq!(
+            all,
+            (1..=33).collect::<Vec<_>>(),
+            "every reading in exactly one batch"
+        );
+        // The first batch is full: one more reading would not fit in 5 KB.
+        assert!(
+            batches[0].body.len() + 250 > STREAM_BATCH_BYTES,
+            "{}",
+            batches[0].body.len()
+        );
+        assert_eq!(batches[0].seqs[..3], [1, 2, 3], "queue order kept");
     }
 }
