@@ -24,7 +24,8 @@ commands:
   dev            bring up the whole system locally (broker, IoT endpoint, OpenSearch, functions, gateway)
   test           run every check: fmt, clippy -D warnings, unit, integration and infra tests
   infra-check    offline checks of infra/: cfn-lint, sam validate --lint, CDK assertions
-  opensearch-templates <url> [--sigv4 <region>]   PUT infra/opensearch/index-templates/*.json
+  opensearch-templates <url> [--sigv4 <region>] [--ism] [--rollups] [--large-fleet] ...
+                 PUT the index templates (and ISM policies, rollup jobs) of infra/opensearch
   build-lambda   cargo lambda build --release of the functions (three ingest, nodata)
   deny           cargo deny check bans licenses sources (+ advisories when the network is reachable)
   fuzz [secs]    run the parser/validation fuzz target (default 60 s) and minimize its corpus
