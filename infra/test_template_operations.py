@@ -6,7 +6,9 @@ counterpart of the query assertions in infra/cdk/test/stack.test.ts; and each bo
 identity (issue 21: the per-box SigV4 routes in api/openapi.yaml, LegacyKeyRoutes, the
 registry lookup, the credentials provider's role and alias, the data rules' SQL, the
 optional HTTP API's routes), the counterpart of the identity and HTTP API assertions in
-infra/cdk/test/stack.test.ts.
+infra/cdk/test/stack.test.ts; and the stream path (issue 22, IngestPath=stream: the stream, the
+rule, the event source mappings, the queues, the roles, the box policy, the alarms, the
+outputs; none of them with IngestPath=direct), the counterpart of infra/cdk/test/stream.test.ts.
 
 Run by `cargo xtask infra-check` with the venv's python (cfn-lint's YAML decoder reads the
 short-form intrinsics). Prints `N passed, M failed`; exits non-zero on any failure.
@@ -32,6 +34,63 @@ def load():
 
 def resources(t, kind):
     return {k: v for k, v in t["Resources"].items() if v["Type"] == kind}
+
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def resolve(t, **parameters):
+    """The template as CloudFormation would deploy it with these parameter values (the others
+    at their defaults): resources and outputs whose condition is false dropped, each `Fn::If`
+    replaced by its chosen branch, `AWS::NoValue` removed. Only what the conditions use is
+    evaluated (`Fn::Equals` on parameters, `Fn::Not`, `Fn::And`, `Fn::Or`, `Condition`)."""
+    values = {name: str(p.get("Default", "")) for name, p in t["Parameters"].items()}
+    values.update({name: str(v) for name, v in parameters.items()})
+
+    def value(x):
+        if isinstance(x, dict):
+            [(key, ref)] = x.items()
+            assert key == "Ref" and ref in values, x
+            return values[ref]
+        return str(x)
+
+    def condition(name):
+        return evaluate(t["Conditions"][name])
+
+    def evaluate(expr):
+        [(key, args)] = expr.items()
+        if key == "Fn::Equals":
+            return value(args[0]) == value(args[1])
+        if key == "Fn::Not":
+            return not evaluate(args[0])
+        if key == "Fn::And":
+            return all(evaluate(a) for a in args)
+        if key == "Fn::Or":
+            return any(evaluate(a) for a in args)
+        if key == "Condition":
+            return condition(args)
+        raise AssertionError(f"condition {expr}")
+
+    def walk(x):
+        if isinstance(x, dict):
+            if set(x) == {"Fn::If"}:
+                name, yes, no = x["Fn::If"]
+                return walk(yes if condition(name) else no)
+            out = {}
+            for k, v in x.items():
+                v = walk(v)
+                if v != NO_VALUE:
+                    out[k] = v
+            return out
+        if isinstance(x, list):
+            return [v for v in (walk(v) for v in x) if v != NO_VALUE]
+        return x
+
+    out = json.loads(json.dumps(t))
+    for section in ["Resources", "Outputs"]:
+        out[section] = {k: walk(v) for k, v in out[section].items()
+                        if "Condition" not in v or condition(v["Condition"])}
+    return out
 
 
 def environment(t, function):
@@ -154,7 +213,9 @@ def test_api_iot_and_opensearch_alarms(t):
 
 def test_every_alarm_notifies_the_topic_and_email_is_optional(t):
     all_alarms = resources(t, "AWS::CloudWatch::Alarm")
-    assert len(all_alarms) == 3 * 3 + 4 + 5, sorted(all_alarms)
+    # Per function 3, API 3 + IoT rules 1, OpenSearch 5; the stream path's 3 + 2.
+    assert len(all_alarms) == 3 * 3 + 4 + 5 + 5, sorted(all_alarms)
+    assert len(resources(resolve(t), "AWS::CloudWatch::Alarm")) == 3 * 3 + 4 + 5
     for name, a in all_alarms.items():
         p = a["Properties"]
         assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
@@ -231,7 +292,7 @@ def statements(t, function):
     for policy in t["Resources"][function]["Properties"]["Policies"]:
         for s in policy["Statement"]:
             out.extend(s["Fn::If"][1:] if "Fn::If" in s else [s])
-    return out
+    return [s for s in out if s != NO_VALUE]
 
 
 def test_per_box_routes_are_sigv4_only_and_legacy_routes_keep_the_key(t):
@@ -381,7 +442,7 @@ def test_http_api_has_the_boxes_iam_routes_and_the_legacy_routes(t):
 
 
 def test_the_box_policy_may_assume_the_role_through_the_alias_only(t):
-    policy = t["Resources"]["SensorBoxPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    policy = resolve(t)["Resources"]["SensorBoxPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assume = [s for s in policy if "AssumeRole" in json.dumps(s["Action"])]
     assert assume == [{"Effect": "Allow", "Action": "iot:AssumeRoleWithCertificate",
                        "Resource": {"Fn::GetAtt": ["SensorBoxHttpsRoleAlias", "RoleAliasArn"]}}], assume
@@ -397,6 +458,226 @@ def test_data_rules_hand_the_function_the_thing_and_the_raw_payload(t):
                                           f"FROM '${{DeviceTopicRoot}}/+/data/{sensor}'"}, rule["Sql"]
         assert rule["AwsIotSqlVersion"] == "2016-03-23"
         assert rule["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [f"{name}Function", "Arn"]}}}]
+
+
+# ---------------------------------------------------------------- the stream path (issue 22)
+STREAM_PARAMETERS = {
+    # name: (default, min, max)
+    "StreamShards": (0, 0, None),
+    "StreamBatchSize": (1000, 1, 10000),
+    "StreamBatchingWindowSeconds": (5, 0, 300),
+    "StreamMaxRetryAttempts": (5, 0, 10000),
+    "StreamMaxRecordAgeSeconds": (21600, 60, 86400),
+    "StreamParallelization": (1, 1, 10),
+}
+STREAM_RESOURCES = {
+    "ReadingsStream": "AWS::Kinesis::Stream",
+    "StreamFailureQueue": "AWS::SQS::Queue",
+    "StreamRuleErrorQueue": "AWS::SQS::Queue",
+    "StreamRuleRole": "AWS::IAM::Role",
+    "StreamRuleErrorRole": "AWS::IAM::Role",
+    "StreamRule": "AWS::IoT::TopicRule",
+    **{f"{name}StreamMapping": "AWS::Lambda::EventSourceMapping" for name in SENSORS},
+    **{f"{name}IteratorAgeAlarm": "AWS::CloudWatch::Alarm" for name in SENSORS},
+    "StreamFailureQueueAlarm": "AWS::CloudWatch::Alarm",
+    "StreamRuleErrorQueueAlarm": "AWS::CloudWatch::Alarm",
+}
+STREAM_OUTPUTS = ["StreamName", "StreamArn", "StreamIngestTopic", "StreamFailureQueueUrl", "StreamRuleErrorQueueUrl"]
+STREAM_ACTIONS = ("kinesis:", "sqs:")
+BASIC_INGEST = [("arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:topic/$aws/rules/${StreamRuleName}/"
+                 f"${{DeviceTopicRoot}}/${{!iot:Connection.Thing.ThingName}}/data/{sensor}/${{!iot:Connection.Thing.Attributes[groupid]}}")
+                for sensor in ("gasdetector", "dust", "temp")]
+
+
+def stream(t, **parameters):
+    return resolve(t, IngestPath="stream", **parameters)
+
+
+def actions_of(statement):
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+def role_statements(role):
+    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+def test_the_stream_path_is_one_parameter_with_its_own_group(t):
+    ingest = t["Parameters"]["IngestPath"]
+    assert (ingest["Default"], ingest["AllowedValues"]) == ("direct", ["direct", "stream"])
+    rule = t["Parameters"]["StreamRuleName"]
+    assert (rule["Default"], rule["AllowedPattern"]) == ("sensorbox_readings", "^[a-zA-Z0-9_]+$")
+    for name, (default, low, high) in STREAM_PARAMETERS.items():
+        p = t["Parameters"][name]
+        assert (p["Type"], p["Default"], p.get("MinValue"), p.get("MaxValue")) == ("Number", default, low, high), name
+    groups = t["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    [group] = [g for g in groups if g["Label"]["default"] == "Stream path"]
+    assert group["Parameters"] == ["IngestPath", "StreamRuleName", *STREAM_PARAMETERS], group
+    assert t["Conditions"]["StreamPath"] == {"Fn::Equals": [{"Ref": "IngestPath"}, "stream"]}
+    assert t["Conditions"]["StreamOnDemand"] == {"Fn::Equals": [{"Ref": "StreamShards"}, "0"]}
+
+
+def test_every_stream_resource_and_output_exists_only_with_ingest_path_stream(t):
+    for name, kind in STREAM_RESOURCES.items():
+        assert t["Resources"][name]["Type"] == kind, name
+        assert t["Resources"][name]["Condition"] == "StreamPath", name
+    for name in STREAM_OUTPUTS:
+        assert t["Outputs"][name]["Condition"] == "StreamPath", name
+    # Nothing else is conditional on it: the direct path is the same in both modes.
+    conditional = sorted(k for k, v in t["Resources"].items() if v.get("Condition") == "StreamPath")
+    assert conditional == sorted(STREAM_RESOURCES), conditional
+    direct, streaming = resolve(t), stream(t)
+    for kind in ["AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::Lambda::EventSourceMapping"]:
+        assert resources(direct, kind) == {}, kind
+    assert not set(STREAM_RESOURCES) & set(direct["Resources"])
+    assert not set(STREAM_OUTPUTS) & set(direct["Outputs"])
+    assert set(STREAM_RESOURCES) <= set(streaming["Resources"])
+    assert set(STREAM_OUTPUTS) <= set(streaming["Outputs"])
+    assert set(direct["Resources"]) | set(STREAM_RESOURCES) == set(streaming["Resources"])
+    # The direct path's rules and routes are there in both modes.
+    for view in [direct, streaming]:
+        for name in SENSORS:
+            assert f"{name}DataRule" in view["Resources"], name
+            assert sorted(view["Resources"][f"{name}Function"]["Properties"]["Events"]) == ["Rest", "Thing"]
+    # No stream permission in any role, no Basic Ingest in the box policy.
+    for name in [*(f"{n}Function" for n in SENSORS), "QueryFunction", "NodataFunction"]:
+        actions = json.dumps([s["Action"] for s in statements(direct, name)])
+        assert "kinesis:" not in actions and "sqs:" not in actions, (name, actions)
+    assert "$aws/rules" not in json.dumps(direct["Resources"]["SensorBoxPolicy"])
+
+
+def test_the_stream_is_on_demand_or_provisioned_encrypted_and_keeps_24_hours(t):
+    on_demand = stream(t)["Resources"]["ReadingsStream"]["Properties"]
+    assert on_demand == {
+        "Name": {"Fn::Sub": "${AWS::StackName}-readings"},
+        "RetentionPeriodHours": 24,
+        "StreamModeDetails": {"StreamMode": "ON_DEMAND"},
+        "StreamEncryption": {"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
+    }, on_demand
+    provisioned = stream(t, StreamShards=4)["Resources"]["ReadingsStream"]["Properties"]
+    assert provisioned["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
+    assert provisioned["ShardCount"] == {"Ref": "StreamShards"}
+    for queue in ["StreamFailureQueue", "StreamRuleErrorQueue"]:
+        assert stream(t)["Resources"][queue]["Properties"] == {
+            "MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True}, queue
+
+
+def test_the_stream_rule_puts_basic_ingest_batches_by_groupid_and_keeps_failures(t):
+    r = stream(t)["Resources"]
+    rule = r["StreamRule"]["Properties"]
+    assert rule["RuleName"] == {"Ref": "StreamRuleName"}
+    payload = rule["TopicRulePayload"]
+    # Basic Ingest: the rule sees the topic without $aws/rules/<rule>/ (topic(1) = the root).
+    assert payload["Sql"] == {"Fn::Sub": "SELECT topic(2) AS thing, topic(4) AS sensor, topic(5) AS groupid, "
+                                         "encode(*, 'base64') AS payload FROM '${DeviceTopicRoot}/+/data/+/+'"}
+    assert payload["AwsIotSqlVersion"] == "2016-03-23" and payload["RuleDisabled"] is False
+    assert payload["Actions"] == [{"Kinesis": {
+        "StreamName": {"Ref": "ReadingsStream"},
+        "PartitionKey": "${topic(5)}",
+        "RoleArn": {"Fn::GetAtt": ["StreamRuleRole", "Arn"]},
+    }}]
+    assert payload["ErrorAction"] == {"Sqs": {
+        "QueueUrl": {"Ref": "StreamRuleErrorQueue"},
+        "RoleArn": {"Fn::GetAtt": ["StreamRuleErrorRole", "Arn"]},
+        "UseBase64": False,
+    }}
+    trust = [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole",
+              "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
+    for role, action, resource in [
+        ("StreamRuleRole", "kinesis:PutRecord", {"Fn::GetAtt": ["ReadingsStream", "Arn"]}),
+        ("StreamRuleErrorRole", "sqs:SendMessage", {"Fn::GetAtt": ["StreamRuleErrorQueue", "Arn"]}),
+    ]:
+        p = r[role]["Properties"]
+        assert p["AssumeRolePolicyDocument"]["Statement"] == trust, role
+        assert role_statements(r[role]) == [{"Effect": "Allow", "Action": action, "Resource": resource}], role
+        assert set(p) == {"AssumeRolePolicyDocument", "Policies"}, role
+
+
+def test_one_event_source_mapping_per_sensor_function_filtered_to_its_sensor(t):
+    r = stream(t)["Resources"]
+    mappings = resources(stream(t), "AWS::Lambda::EventSourceMapping")
+    assert sorted(mappings) == sorted(f"{name}StreamMapping" for name in SENSORS)
+    for name, sensor in SENSORS.items():
+        m = r[f"{name}StreamMapping"]
+        # Lambda checks the role's stream and queue permissions when it creates the mapping.
+        assert m["DependsOn"] == f"{name}FunctionRole", name
+        p = dict(m["Properties"])
+        [pattern] = [f["Pattern"] for f in p.pop("FilterCriteria")["Filters"]]
+        assert json.loads(pattern) == {"data": {"sensor": [sensor]}}, pattern
+        assert p == {
+            "FunctionName": {"Ref": f"{name}Function"},
+            "EventSourceArn": {"Fn::GetAtt": ["ReadingsStream", "Arn"]},
+            "StartingPosition": "TRIM_HORIZON",
+            "BatchSize": {"Ref": "StreamBatchSize"},
+            "MaximumBatchingWindowInSeconds": {"Ref": "StreamBatchingWindowSeconds"},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "BisectBatchOnFunctionError": True,
+            "MaximumRetryAttempts": {"Ref": "StreamMaxRetryAttempts"},
+            "MaximumRecordAgeInSeconds": {"Ref": "StreamMaxRecordAgeSeconds"},
+            "ParallelizationFactor": {"Ref": "StreamParallelization"},
+            "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]}}},
+        }, (name, p)
+
+
+def test_the_functions_may_only_read_the_stream_and_park_failed_batches(t):
+    view = stream(t)
+    for name in SENSORS:
+        found = [s for s in statements(view, f"{name}Function")
+                 if any(a.startswith(STREAM_ACTIONS) for a in actions_of(s))]
+        assert found == [
+            {"Sid": "ReadReadingsStream", "Effect": "Allow",
+             "Action": ["kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
+                        "kinesis:GetShardIterator", "kinesis:ListShards"],
+             "Resource": {"Fn::GetAtt": ["ReadingsStream", "Arn"]}},
+            {"Sid": "StreamOnFailure", "Effect": "Allow", "Action": "sqs:SendMessage",
+             "Resource": {"Fn::GetAtt": ["StreamFailureQueue", "Arn"]}},
+        ], (name, found)
+        # The other statements are the direct path's, unchanged.
+        assert len(statements(view, f"{name}Function")) == len(statements(resolve(t), f"{name}Function")) + 2
+    for name in ["QueryFunction", "NodataFunction"]:
+        actions = json.dumps([s["Action"] for s in statements(view, name)])
+        assert "kinesis:" not in actions and "sqs:" not in actions, (name, actions)
+
+
+def test_the_box_may_publish_to_basic_ingest_only_as_its_thing_and_group(t):
+    policy = stream(t)["Resources"]["SensorBoxPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    ingest = [s for s in policy if "$aws/rules" in json.dumps(s)]
+    assert ingest == [{"Effect": "Allow", "Action": "iot:Publish", "Resource": [{"Fn::Sub": r} for r in BASIC_INGEST]}], ingest
+    assert len(policy) == len(resolve(t)["Resources"]["SensorBoxPolicy"]["Properties"]["PolicyDocument"]["Statement"]) + 1
+
+
+def test_the_stream_path_alarms_on_iterator_age_and_both_queues(t):
+    r = stream(t)["Resources"]
+    for name in SENSORS:
+        p = r[f"{name}IteratorAgeAlarm"]["Properties"]
+        assert (p["Namespace"], p["MetricName"], p["Dimensions"]) == (
+            "AWS/Lambda", "IteratorAge", [{"Name": "FunctionName", "Value": {"Ref": f"{name}Function"}}]), name
+        # More than a minute behind (ms) in each of 5 one-minute periods.
+        assert (p["Statistic"], p["Period"], p["EvaluationPeriods"], p["DatapointsToAlarm"], p["Threshold"],
+                p["ComparisonOperator"]) == ("Maximum", 60, 5, 5, 60000, "GreaterThanThreshold"), name
+    for queue in ["StreamFailureQueue", "StreamRuleErrorQueue"]:
+        p = r[f"{queue}Alarm"]["Properties"]
+        assert (p["Namespace"], p["MetricName"], p["Dimensions"]) == (
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+            [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]), queue
+        assert (p["Statistic"], p["Threshold"], p["ComparisonOperator"]) == ("Maximum", 0, "GreaterThanThreshold")
+    for name in STREAM_RESOURCES:
+        if name.endswith("Alarm"):
+            p = r[name]["Properties"]
+            assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}] and p["OKActions"] == [{"Ref": "AlarmTopic"}], name
+    dashboard = json.loads(t["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"])
+    ages = [m for w in dashboard["widgets"] for m in w["properties"]["metrics"] if m[1] == "IteratorAge"]
+    assert [m[3] for m in ages] == [f"${{{name}Function}}" for name in SENSORS], ages
+
+
+def test_the_stream_path_outputs_the_stream_the_topic_and_the_queues(t):
+    o = stream(t)["Outputs"]
+    assert o["StreamName"]["Value"] == {"Ref": "ReadingsStream"}
+    assert o["StreamArn"]["Value"] == {"Fn::GetAtt": ["ReadingsStream", "Arn"]}
+    assert o["StreamIngestTopic"]["Value"] == {"Fn::Sub": "$aws/rules/${StreamRuleName}/${DeviceTopicRoot}"}
+    assert 'transport = "stream"' in o["StreamIngestTopic"]["Description"]
+    assert o["StreamFailureQueueUrl"]["Value"] == {"Ref": "StreamFailureQueue"}
+    assert o["StreamRuleErrorQueueUrl"]["Value"] == {"Ref": "StreamRuleErrorQueue"}
 
 
 def main():

@@ -62,4 +62,13 @@ new SensorIngestStack(app, ctx('stackName') ?? 'SensorIngest', {
   viewerThrottleRateLimit: num('viewerThrottleRateLimit'),
   viewerThrottleBurstLimit: num('viewerThrottleBurstLimit'),
   viewerQuotaLimit: num('viewerQuotaLimit'),
+  // The stream path: defaults of its stack parameters (or cdk deploy --parameters IngestPath=stream ...).
+  ingestPath: ctx('ingestPath') === 'stream' ? 'stream' : undefined,
+  streamRuleName: ctx('streamRuleName'),
+  streamShards: num('streamShards'),
+  streamBatchSize: num('streamBatchSize'),
+  streamBatchingWindowSeconds: num('streamBatchingWindowSeconds'),
+  streamMaxRetryAttempts: num('streamMaxRetryAttempts'),
+  streamMaxRecordAgeSeconds: num('streamMaxRecordAgeSeconds'),
+  streamParallelization: num('streamParallelization'),
 });

@@ -1,6 +1,6 @@
 // What an on-call engineer gets: an SNS topic, CloudWatch alarms and a dashboard, the same as
 // the "operations" block of infra/template.yaml (README "Operations" explains each alarm).
-import { Duration, Stack } from 'aws-cdk-lib';
+import { CfnCondition, Duration, Stack } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -26,6 +26,12 @@ export interface OperationsProps {
   readonly apiLatencyP99Ms?: number;
   readonly unavailablePercent?: number;
   readonly openSearchFreeStorageMb?: number;
+  /** The stream path (IngestPath=stream): its alarms exist only under this condition. */
+  readonly stream?: {
+    readonly condition: CfnCondition;
+    /** Alarm id prefix -> queue name: the queues that must stay empty. */
+    readonly queues: Record<string, string>;
+  };
 }
 
 export class Operations extends Construct {
@@ -160,6 +166,40 @@ export class Operations extends Construct {
       });
     }
 
+    // ------------------------------------------------------------ the stream path (IngestPath=stream)
+    // Its consumers falling behind, and anything parked in its queues.
+    if (props.stream) {
+      const onStreamPath = (alarm: cloudwatch.Alarm) => {
+        (alarm.node.defaultChild as cloudwatch.CfnAlarm).cfnOptions.condition = props.stream!.condition;
+      };
+      for (const [sensor, fn] of Object.entries(props.functions)) {
+        const id = sensor.charAt(0).toUpperCase() + sensor.slice(1);
+        onStreamPath(add(`${id}IteratorAgeAlarm`, fn.metric('IteratorAge', { statistic: 'Maximum', period: Duration.minutes(1) }), {
+          description: `${sensor}: the stream consumer stayed more than a minute behind for 5 minutes (the function slow, failing or throttled; the readings wait in the stream, kept 24 h)`,
+          threshold: 60_000,
+          periods: 5,
+          comparison: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        }));
+      }
+      const parked: Record<string, string> = {
+        StreamFailureQueue: 'a batch of stream records was given up after its retries or its maximum age (redrive: docs/deploy.md)',
+        StreamRuleErrorQueue: 'the stream rule could not put a message into the stream (redrive: docs/deploy.md)',
+      };
+      for (const [id, queueName] of Object.entries(props.stream.queues)) {
+        onStreamPath(add(`${id}Alarm`, new cloudwatch.Metric({
+          namespace: 'AWS/SQS',
+          metricName: 'ApproximateNumberOfMessagesVisible',
+          dimensionsMap: { QueueName: queueName },
+          statistic: 'Maximum',
+          period: fiveMinutes,
+        }), {
+          description: `${id}: ${parked[id] ?? 'messages waiting'}`,
+          threshold: 0,
+          comparison: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        }));
+      }
+    }
+
     // ------------------------------------------------------------ dashboard
     const sensors = Object.keys(props.functions);
     const perSensor = (metricName: string, statistic = 'Sum', suffix = '') =>
@@ -196,6 +236,15 @@ export class Operations extends Construct {
             title: 'REST API latency and errors',
             left: [apiMetric('Latency', 'p99').with({ label: 'p99 latency (ms)' })],
             right: [apiMetric('5XXError', 'Sum').with({ label: '5xx' }), apiMetric('4XXError', 'Sum').with({ label: '4xx' })],
+            width: 12,
+          }),
+        ],
+        [
+          // Empty on the direct path (no event source mappings there).
+          new cloudwatch.GraphWidget({
+            title: 'Stream consumers: iterator age (ms; stream path only)',
+            left: Object.entries(props.functions).map(([s, fn]) =>
+              fn.metric('IteratorAge', { statistic: 'Maximum', period: Duration.minutes(1), label: s })),
             width: 12,
           }),
         ],

@@ -18,6 +18,7 @@ import { Construct } from 'constructs';
 import * as YAML from 'yaml';
 import { DEFAULT_METRICS_NAMESPACE, Operations } from './operations';
 import { addAlarms, alarmEnvironment, boxShadowStatements } from './alarms';
+import { StreamPath, StreamPathDefaults } from './stream';
 
 /** The three functions: crate (= package = binary) name, API route, default index, measures. */
 export const SENSORS = [
@@ -35,7 +36,12 @@ export interface ExistingOpenSearch {
   readonly service?: 'es' | 'aoss';
 }
 
-export interface SensorIngestStackProps extends StackProps {
+/**
+ * The stream path's settings (lib/stream.ts) are the defaults of its stack parameters
+ * (IngestPath, StreamRuleName, StreamShards, ...), as in the SAM template: `cdk deploy
+ * --parameters IngestPath=stream` selects it at deploy time.
+ */
+export interface SensorIngestStackProps extends StackProps, StreamPathDefaults {
   /** Lambda architecture; default arm64 (cargo lambda cross-compiles with zig). */
   readonly architecture?: 'arm64' | 'x86_64';
   /** Warnings go to `<topicPrefix>/<groupid>`; the functions may publish under it only. Default `pi`. */
@@ -374,6 +380,13 @@ export class SensorIngestStack extends Stack {
       memorySize: props.memorySize ?? 128,
     });
 
+    // ------------------------------------------------------------ the stream path (IngestPath=stream)
+    const streamPath = new StreamPath(this, {
+      ...props,
+      deviceRoot,
+      consumers: SENSORS.map((sensor) => ({ id: sensor.id, sensor: sensor.name, fn: this.functions[sensor.name] })),
+    });
+
     // ------------------------------------------------------------ the read API and the page
     // Its own role (RustFunction makes one), read-only: search on the sensors' indices. It
     // calls no IoT API, so its environment names no IoT endpoint, topic or alarm state.
@@ -587,6 +600,8 @@ export class SensorIngestStack extends Stack {
           ...boxShadowStatements(iotArn, alarmThingPrefix),
           // Its HTTPS identity: the credentials provider's role, through this alias only.
           { Effect: 'Allow', Action: 'iot:AssumeRoleWithCertificate', Resource: roleAlias.attrRoleAliasArn },
+          // The stream path only: its batches on the Basic Ingest topic, as its own thing and group.
+          streamPath.boxStatement(iotArn),
         ],
       },
     });
@@ -683,6 +698,13 @@ export class SensorIngestStack extends Stack {
       apiLatencyP99Ms: props.apiLatencyP99Ms,
       unavailablePercent: props.unavailablePercent,
       openSearchFreeStorageMb: props.openSearchFreeStorageMb,
+      stream: {
+        condition: streamPath.condition,
+        queues: {
+          StreamFailureQueue: streamPath.failureQueue.attrQueueName,
+          StreamRuleErrorQueue: streamPath.ruleErrorQueue.attrQueueName,
+        },
+      },
     });
 
     // ------------------------------------------------------------ outputs

@@ -2,21 +2,11 @@
 // the intended metrics and thresholds (all to the SNS topic), the dashboard, the options.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import { SensorIngestStack, SensorIngestStackProps } from '../lib/sensor-ingest-stack';
+// The default deployment (IngestPath=direct); the stream path's alarms: stream.test.ts.
+import { synth } from './conditions';
 
 const FUNCTIONS = ['gasdetector', 'dust', 'temp'];
-
-function synth(props: SensorIngestStackProps = {}): Template {
-  const app = new App({
-    context: { 'aws:cdk:bundling-stacks': [], '@aws-cdk/core:validateAgainstDefaultRules': true },
-  });
-  return Template.fromStack(new SensorIngestStack(app, 'Test', {
-    env: { account: '123456789012', region: 'eu-west-1' },
-    ...props,
-  }));
-}
 
 type Resource = { Properties: Record<string, any> };
 const alarms = (t: Template): Resource[] => Object.values(t.findResources('AWS::CloudWatch::Alarm')) as Resource[];
