@@ -37,6 +37,19 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The same backoff, retried until the deadline rather than for a few attempts: for a
+    /// stream batch, where nobody waits on the answer and every retry the event source
+    /// mapping makes instead is one of a bounded few (`MaximumRetryAttempts`), so an
+    /// outage of a minute is ridden out inside the invocation, not spent in seconds.
+    pub fn until_deadline(self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: u32::MAX,
+            ..self
+        }
+    }
+}
+
 /// Lost races for one group's state before the update gives up (retryable). Each lost
 /// race means another writer committed, so this bounds contention, not failures.
 pub const MAX_STATE_CONFLICTS: u32 = 32;

@@ -382,7 +382,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
             }
             sequences.push(sequence);
         }
-        let outcomes = self.pipeline.ingest_each(readings, deadline).await;
+        let outcomes = self.pipeline.ingest_stream_batch(readings, deadline).await;
         for (outcome, &r) in outcomes.iter().zip(&owners) {
             if matches!(outcome, Outcome::Unavailable { .. }) {
                 failed[r] = true;

@@ -214,10 +214,20 @@ async fn poison_records_are_final_and_never_fail_the_batch() {
     assert_eq!(h.indexed(), 2, "only the good record's readings");
 }
 
-#[tokio::test]
-async fn only_records_with_a_reading_still_failing_are_retried() {
-    let h = harness(&[]);
-    let records = vec![
+/// `kinesis_event` with a Lambda deadline `budget` from now, as the runtime sets it.
+fn kinesis_event_due_in(records: &[(String, Vec<u8>)], budget: std::time::Duration) -> Request {
+    use lambda_http::RequestExt;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = lambda_http::Context::default();
+    context.deadline = now_ms + budget.as_millis() as u64;
+    kinesis_event(records).with_lambda_context(context)
+}
+
+fn three_records() -> Vec<(String, Vec<u8>)> {
+    vec![
         (
             "100".to_string(),
             rule_record("pi-a", "gasdetector", "2", &batch("2", 0..3, "20")),
@@ -230,20 +240,48 @@ async fn only_records_with_a_reading_still_failing_are_retried() {
             "102".to_string(),
             rule_record("pi-c", "gasdetector", "2", &batch("2", 3..6, "20")),
         ),
-    ];
-    // The 5th document (record 101's second reading) fails on every attempt: first in
-    // the whole bulk, then alone in each retry.
+    ]
+}
+
+/// The 5th document (record 101's second reading) fails `times` times: first in the whole
+/// bulk, then alone in each retry.
+fn fail_fifth_document(h: &Harness, times: usize) {
     let unavailable = DownstreamError::Retryable("429".into());
-    {
-        let mut failing = h.indexer.item_failures.lock().unwrap();
-        failing.push_back((vec![4], unavailable.clone()));
-        for _ in 0..8 {
-            failing.push_back((vec![0], unavailable.clone()));
-        }
+    let mut failing = h.indexer.item_failures.lock().unwrap();
+    failing.push_back((vec![4], unavailable.clone()));
+    for _ in 1..times {
+        failing.push_back((vec![0], unavailable.clone()));
     }
+}
+
+#[tokio::test]
+async fn an_outage_shorter_than_the_invocation_is_ridden_out_not_retried_by_the_mapping() {
+    let h = harness(&[]);
+    // More failures than the HTTP path's attempts (4 here): a stream batch retries until
+    // its deadline instead, so the mapping's few retries are kept for longer outages.
+    fail_fifth_document(&h, 12);
     let response = h
         .app
-        .invoke(kinesis_event(&records))
+        .invoke(kinesis_event_due_in(
+            &three_records(),
+            std::time::Duration::from_secs(5),
+        ))
+        .await
+        .expect("no function error");
+    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    assert_eq!(h.indexed(), 9);
+}
+
+#[tokio::test]
+async fn only_records_with_a_reading_still_failing_at_the_deadline_are_retried() {
+    let h = harness(&[]);
+    fail_fifth_document(&h, 1_000_000);
+    let response = h
+        .app
+        .invoke(kinesis_event_due_in(
+            &three_records(),
+            std::time::Duration::from_millis(1_500),
+        ))
         .await
         .expect("no function error");
     let body = json_of(&response);

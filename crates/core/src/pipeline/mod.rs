@@ -147,6 +147,27 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
     /// each reading with its own sender. Alarm state is still read and written once per
     /// group for the whole call, and the documents go out as size-bounded bulks.
     pub async fn ingest_each(&self, readings: Vec<Sent<'_>>, deadline: Instant) -> Vec<Outcome> {
+        self.ingest_with(self.retry, readings, deadline).await
+    }
+
+    /// [`Pipeline::ingest_each`] for a stream batch: the same stages, each downstream call
+    /// retried until `deadline` ([`RetryPolicy::until_deadline`]), since the event source
+    /// mapping's own retries are few and nobody waits on the answer.
+    pub async fn ingest_stream_batch(
+        &self,
+        readings: Vec<Sent<'_>>,
+        deadline: Instant,
+    ) -> Vec<Outcome> {
+        self.ingest_with(self.retry.until_deadline(), readings, deadline)
+            .await
+    }
+
+    async fn ingest_with(
+        &self,
+        retry: RetryPolicy,
+        readings: Vec<Sent<'_>>,
+        deadline: Instant,
+    ) -> Vec<Outcome> {
         let arrival = self.arrival(Utc::now());
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(readings.len());
         let mut checked: Vec<(usize, Checked)> = Vec::new();
@@ -185,18 +206,18 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
 
         let publishing = Publishing {
             publisher: &self.publisher,
-            retry: self.retry,
+            retry,
         };
         let indexing = Indexing {
             indexer: &self.indexer,
-            retry: self.retry,
+            retry,
             bulk_max_bytes: self.settings.bulk_max_bytes,
         };
         let alarms = Alarms {
             store: &self.alarms,
             cache: &self.cache,
             settings: &self.settings,
-            retry: self.retry,
+            retry,
             publishing: &publishing,
         };
         let (published, indexed) = match self.settings.alarm_mode {
