@@ -70,10 +70,81 @@ where
     H: Fn(Request<Incoming>, SocketAddr, ClientCertificate) -> F + Send + Sync + 'static,
     F: Future<Output = HttpResponse> + Send + 'static,
 {
+    let handler = Arc::new(handler);
+    accept_loop(addr, move |stream, peer, addr, stop| {
+        let handler = handler.clone();
+        let tls = tls.clone();
+        async move {
+            let service = |certificate: ClientCertificate| {
+                service_fn(move |request| {
+                    let response = handler(request, peer, certificate.clone());
+                    async move { Ok::<_, Infallible>(response.await) }
+                })
+            };
+            let Some(tls) = tls else {
+                return run_connection(stream, service(None), stop).await;
+            };
+            let config = match tls() {
+                Ok(config) => config,
+                Err(why) => return eprintln!("local-aws: TLS on {addr}: {why}"),
+            };
+            match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                Ok(stream) => {
+                    let certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| leaf.clone().into_owned());
+                    run_connection(stream, service(certificate), stop).await
+                }
+                // A client that closes before a handshake (a port probe) is no refusal.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+                Err(e) => {
+                    eprintln!("local-aws: TLS handshake from {peer} on {addr} refused: {e}")
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Binds `addr` and serves HTTP/1.1 with a ready-made hyper service (a clone per
+/// connection), such as an embedded emulator's router wrapped in
+/// `hyper_util::service::TowerToHyperService`.
+pub async fn serve_service<S, B>(addr: SocketAddr, service: S) -> io::Result<Server>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    accept_loop(addr, move |stream, _peer, _addr, stop| {
+        let service = service.clone();
+        async move { run_connection(stream, service, stop).await }
+    })
+    .await
+}
+
+/// Binds `addr` and hands each accepted connection to `connection` in its own task, until
+/// the returned [`Server`] is dropped.
+async fn accept_loop<C, F>(addr: SocketAddr, connection: C) -> io::Result<Server>
+where
+    C: Fn(tokio::net::TcpStream, SocketAddr, SocketAddr, watch::Receiver<bool>) -> F
+        + Send
+        + Sync
+        + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (shutdown, mut stop) = watch::channel(false);
-    let handler = Arc::new(handler);
     tokio::spawn(async move {
         loop {
             let (stream, peer) = tokio::select! {
@@ -87,51 +158,21 @@ where
                     }
                 },
             };
-            let handler = handler.clone();
-            let stop = stop.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let service = |certificate: ClientCertificate| {
-                    service_fn(move |request| {
-                        let response = handler(request, peer, certificate.clone());
-                        async move { Ok::<_, Infallible>(response.await) }
-                    })
-                };
-                let Some(tls) = tls else {
-                    return run_connection(stream, service(None), stop).await;
-                };
-                let config = match tls() {
-                    Ok(config) => config,
-                    Err(why) => return eprintln!("local-aws: TLS on {addr}: {why}"),
-                };
-                match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
-                    Ok(stream) => {
-                        let certificate = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .map(|leaf| leaf.clone().into_owned());
-                        run_connection(stream, service(certificate), stop).await
-                    }
-                    // A client that closes before a handshake (a port probe) is no refusal.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
-                    Err(e) => {
-                        eprintln!("local-aws: TLS handshake from {peer} on {addr} refused: {e}")
-                    }
-                }
-            });
+            tokio::spawn(connection(stream, peer, addr, stop.clone()));
         }
     });
     Ok(Server { addr, shutdown })
 }
 
 /// Serves one connection until it ends or the server stops (then gracefully).
-async fn run_connection<IO, S>(io: IO, service: S, mut stop: watch::Receiver<bool>)
+async fn run_connection<IO, S, B>(io: IO, service: S, mut stop: watch::Receiver<bool>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>> + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B> + Send + 'static,
     S::Future: Send,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let connection =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);

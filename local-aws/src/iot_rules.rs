@@ -8,7 +8,10 @@
 //!   after each connect): the thing's classic shadow gets `state.reported.connected`
 //!   false/true with `lastWillAt` / `connectedAt` in epoch milliseconds;
 //! - `$aws/things/<thing>/shadow[/name/<name>]/update` and `/get`: the Device Shadow
-//!   service's MQTT API, answered on `/accepted` or `/rejected`.
+//!   service's MQTT API, answered on `/accepted` or `/rejected`;
+//! - with the stream path, the Basic Ingest topics
+//!   `$aws/rules/<rule>/<root>/<thing>/data/<sensor>/<groupid>`: handed to the
+//!   [`StreamRule`] (its Kinesis action and error action).
 //!
 //! One MQTT connection subscribes to all of them; readings are invoked each in its own
 //! task, everything else is handled in arrival order.
@@ -16,6 +19,7 @@
 use crate::invoke::{self, invoke, InvokeClient, InvokeError};
 use crate::mqtt_publisher::MqttPublisher;
 use crate::shadow::{Rejected, Shadows};
+use crate::stream_rule::StreamRule;
 use crate::thing_name::valid_thing_name;
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -41,6 +45,7 @@ pub struct IotRulesConfig {
 /// The running rules; dropping it stops them.
 pub struct IotRules {
     task: tokio::task::JoinHandle<()>,
+    stream: Option<Arc<StreamRule>>,
 }
 
 impl Drop for IotRules {
@@ -58,6 +63,7 @@ fn now_ms() -> u64 {
 
 struct Context {
     config: IotRulesConfig,
+    stream: Option<Arc<StreamRule>>,
     shadows: Shadows,
     publisher: MqttPublisher,
     client: InvokeClient,
@@ -71,6 +77,17 @@ impl IotRules {
         shadows: Shadows,
         publisher: MqttPublisher,
     ) -> Result<IotRules, String> {
+        IotRules::start_with_stream(config, shadows, publisher, None).await
+    }
+
+    /// Like [`IotRules::start`], with the stream path's Basic Ingest rule when given.
+    pub async fn start_with_stream(
+        config: IotRulesConfig,
+        shadows: Shadows,
+        publisher: MqttPublisher,
+        stream: Option<StreamRule>,
+    ) -> Result<IotRules, String> {
+        let stream = stream.map(Arc::new);
         let mut options = MqttOptions::new(
             format!("local-aws-rules-{}", std::process::id()),
             config.broker.ip().to_string(),
@@ -80,7 +97,7 @@ impl IotRules {
         options.set_max_packet_size(256 * 1024, 256 * 1024);
         let (mqtt, mut events) = AsyncClient::new(options, 1000);
         let root = &config.device_root;
-        let filters = [
+        let mut filters = vec![
             format!("{root}/+/data/+"),
             format!("{root}/+/lwt"),
             format!("{root}/+/connected"),
@@ -89,6 +106,10 @@ impl IotRules {
             "$aws/things/+/shadow/name/+/update".into(),
             "$aws/things/+/shadow/name/+/get".into(),
         ];
+        // Mosquitto routes `$` topics to a subscription that names them explicitly.
+        if let Some(rule) = &stream {
+            filters.push(rule.config().filter());
+        }
         for filter in &filters {
             mqtt.subscribe(filter, QoS::AtLeastOnce)
                 .await
@@ -107,6 +128,7 @@ impl IotRules {
         }
         let context = Arc::new(Context {
             config,
+            stream: stream.clone(),
             shadows,
             publisher,
             client: invoke::client(),
@@ -121,6 +143,13 @@ impl IotRules {
                     // order, so a Last Will and the reconnect report after it reach the
                     // shadow in the order the broker sent them.
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        // The stream rule queues the message for its own task.
+                        let streamed = context.stream.as_ref().is_some_and(|rule| {
+                            rule.offer(&publish.topic, publish.payload.clone())
+                        });
+                        if streamed {
+                            continue;
+                        }
                         if context.is_reading(&publish.topic) {
                             let context = context.clone();
                             tokio::spawn(async move {
@@ -139,7 +168,12 @@ impl IotRules {
                 }
             }
         });
-        Ok(IotRules { task })
+        Ok(IotRules { task, stream })
+    }
+
+    /// The stream path's rule, when started with one.
+    pub fn stream_rule(&self) -> Option<&StreamRule> {
+        self.stream.as_deref()
     }
 }
 

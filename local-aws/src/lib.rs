@@ -13,21 +13,27 @@
 //! 0. `http`: the hyper plumbing the servers share;
 //! 1. the rest of the base: `aws_error` (AWS's JSON error responses), `thing_name` (IoT
 //!    Core's thing and shadow names), `invoke` (the Lambda invoke API client),
+//!    [`kinesis`] (the embedded Kinesis emulator served with `http`, its stream, the SDK
+//!    client), [`destination`] (the SQS queues, or the log, failed stream messages go to),
 //!    [`mqtt_publisher`] (the in-process client that publishes into the broker),
 //!    [`mqtt_subscriber`] (a client that waits on what the broker routes to a filter),
 //!    [`apigw_event`] (API Gateway's REST proxy event and response mapping), [`openapi`]
 //!    (the contract), [`fault`] (the fault-injecting proxy), [`sts`] (the temporary
 //!    credentials issued so far);
 //! 2. [`certs`] (the local CA), [`shadow`] (the Device Shadow API), [`signature`]
-//!    (API Gateway's SigV4 check and the boxes' role, over `sts`' sessions) and `moto`
-//!    (calls to moto's IoT control plane, with `invoke`'s client);
+//!    (API Gateway's SigV4 check and the boxes' role, over `sts`' sessions), `moto`
+//!    (calls to moto's IoT control plane, with `invoke`'s client), [`stream_rule`] (the
+//!    Basic Ingest rule's Kinesis action and error action: `destination`, `thing_name`)
+//!    and [`event_source`] (the Kinesis event source mappings: `invoke`, `kinesis`,
+//!    `destination`);
 //! 3. [`broker`] (Mosquitto, mutual TLS with `certs`), [`iot`] (the data-plane
 //!    endpoint: publishes through `mqtt_publisher`, shadows from `shadow`) and
 //!    [`registry`] (moto's IoT control plane behind a front whose `CreateCertificateFromCsr`
 //!    signs with `certs`' CA, through `invoke`'s HTTP client) and [`credentials`] (the IoT
 //!    credentials provider: mutual TLS with `certs`, the registry through `moto`, sessions
 //!    into `sts`);
-//! 4. [`iot_rules`] (the emulated IoT rules: `mqtt_publisher`, `shadow`, `invoke`) and
+//! 4. [`iot_rules`] (the emulated IoT rules: `mqtt_publisher`, `shadow`, `invoke`,
+//!    `stream_rule`) and
 //!    [`gateway`] (the API Gateway emulator: `invoke`, `apigw_event`, `openapi`, and
 //!    `signature` on the IAM-authorized routes);
 //! 5. [`Stack`] (this file), which starts them together.
@@ -37,12 +43,15 @@ mod aws_error;
 pub mod broker;
 pub mod certs;
 pub mod credentials;
+pub mod destination;
+pub mod event_source;
 pub mod fault;
 pub mod gateway;
 mod http;
 mod invoke;
 pub mod iot;
 pub mod iot_rules;
+pub mod kinesis;
 mod moto;
 pub mod mqtt_publisher;
 pub mod mqtt_subscriber;
@@ -50,22 +59,28 @@ pub mod openapi;
 pub mod registry;
 pub mod shadow;
 pub mod signature;
+pub mod stream_rule;
 pub mod sts;
 mod thing_name;
 
 pub use broker::{Broker, BrokerConfig, TlsListener};
 pub use certs::Certs;
+pub use destination::Destination;
+pub use event_source::{EventSourceMapping, MappingConfig};
 pub use gateway::{Gateway, GatewayConfig};
 pub use iot::IotEndpoint;
 pub use iot_rules::{IotRules, IotRulesConfig};
+pub use kinesis::{Kinesis, KinesisConfig};
 pub use mqtt_publisher::MqttPublisher;
 pub use mqtt_subscriber::MqttSubscriber;
 pub use registry::RegistryFront;
+pub use stream_rule::{StreamRule, StreamRuleConfig};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Broker (+ TLS listener) + IoT endpoint + IoT rules + gateway, started together.
+/// Broker (+ TLS listener) + IoT endpoint + IoT rules + gateway, started together, and
+/// the stream path when configured.
 pub struct Stack {
     pub broker: Broker,
     pub iot: IotEndpoint,
@@ -73,6 +88,41 @@ pub struct Stack {
     pub gateway: Gateway,
     /// The local CA, when the TLS listener is on.
     pub certs: Option<Certs>,
+    /// The stream path, with [`StackConfig::stream`] (its rule is in `iot_rules`).
+    pub stream: Option<StreamPath>,
+}
+
+/// The stream path of [`StackConfig`] (`local-aws --stream`): the Kinesis emulator with the
+/// stream, the Basic Ingest rule, and one event source mapping per ingest function.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    pub kinesis: KinesisConfig,
+    /// `StreamRuleName`.
+    pub rule: String,
+    /// Every mapping's settings; each function gets its own name and sensor filter.
+    pub mapping: MappingConfig,
+    /// moto server, whose SQS holds `StreamRuleErrorQueue` and `StreamFailureQueue`;
+    /// `None`: what would go there is logged.
+    pub moto: Option<String>,
+}
+
+impl StreamConfig {
+    /// The stacks' stream path, the emulator on `kinesis`.
+    pub fn new(kinesis: SocketAddr) -> StreamConfig {
+        StreamConfig {
+            kinesis: KinesisConfig::new(kinesis),
+            rule: stream_rule::DEFAULT_RULE.into(),
+            mapping: MappingConfig::new("gasdetector"),
+            moto: None,
+        }
+    }
+}
+
+/// The running stream path.
+pub struct StreamPath {
+    pub kinesis: Kinesis,
+    /// One per ingest function, in the gateway's route order.
+    pub mappings: Vec<EventSourceMapping>,
 }
 
 /// The mutual-TLS listener of [`StackConfig`].
@@ -95,6 +145,8 @@ pub struct StackConfig {
     pub gateway_config: GatewayConfig,
     /// `DeviceTopicRoot` of the stacks.
     pub device_root: String,
+    /// The stream path (`None`: not started).
+    pub stream: Option<StreamConfig>,
 }
 
 impl Stack {
@@ -118,24 +170,69 @@ impl Stack {
         let iot = IotEndpoint::start(config.iot, broker.publisher())
             .await
             .map_err(|e| format!("IoT endpoint cannot listen on {}: {e}", config.iot))?;
-        let iot_rules = IotRules::start(
+        // Only the ingest functions take readings (never `query`).
+        let mut sensors: Vec<String> = Vec::new();
+        for (_, function) in &config.gateway_config.routes {
+            if gateway::INGEST_FUNCTIONS.contains(&function.as_str()) && !sensors.contains(function)
+            {
+                sensors.push(function.clone());
+            }
+        }
+        let kinesis = match &config.stream {
+            Some(stream) => Some(Kinesis::start(stream.kinesis.clone()).await?),
+            None => None,
+        };
+        let rule = match (&config.stream, &kinesis) {
+            (Some(stream), Some(kinesis)) => Some(StreamRule::start(
+                StreamRuleConfig {
+                    rule: stream.rule.clone(),
+                    device_root: config.device_root.clone(),
+                    stream: kinesis.stream().to_owned(),
+                    sensors: sensors.clone(),
+                },
+                kinesis.client(),
+                Destination::sqs_or_log(stream.moto.as_deref(), destination::RULE_ERROR_QUEUE),
+            )),
+            _ => None,
+        };
+        let iot_rules = IotRules::start_with_stream(
             IotRulesConfig {
                 broker: broker.local_addr(),
                 device_root: config.device_root.clone(),
                 invoke_base: Some(config.gateway_config.invoke_base.clone()),
-                // Only the ingest functions take readings (never `query`).
-                sensors: config
-                    .gateway_config
-                    .routes
-                    .iter()
-                    .map(|(_, function)| function.clone())
-                    .filter(|function| gateway::INGEST_FUNCTIONS.contains(&function.as_str()))
-                    .collect(),
+                sensors: sensors.clone(),
             },
             iot.shadows().clone(),
             broker.publisher(),
+            rule,
         )
         .await?;
+        let stream = match (&config.stream, kinesis) {
+            (Some(stream), Some(kinesis)) => {
+                let mut mappings = Vec::new();
+                for function in &sensors {
+                    let source = event_source::Source {
+                        stream: kinesis.stream().to_owned(),
+                        stream_arn: kinesis.stream_arn().to_owned(),
+                        invoke_base: config.gateway_config.invoke_base.clone(),
+                    };
+                    let mapping = MappingConfig {
+                        function: function.clone(),
+                        sensor: Some(function.clone()),
+                        ..stream.mapping.clone()
+                    };
+                    let failures =
+                        Destination::sqs_or_log(stream.moto.as_deref(), destination::FAILURE_QUEUE);
+                    let started =
+                        EventSourceMapping::start(kinesis.client(), source, mapping, failures)
+                            .await
+                            .map_err(|e| format!("event source mapping of {function}: {e}"))?;
+                    mappings.push(started);
+                }
+                Some(StreamPath { kinesis, mappings })
+            }
+            _ => None,
+        };
         let gateway = Gateway::start(config.gateway, config.gateway_config)
             .await
             .map_err(|e| format!("gateway cannot listen on {}: {e}", config.gateway))?;
@@ -145,6 +242,7 @@ impl Stack {
             iot_rules,
             gateway,
             certs,
+            stream,
         })
     }
 }
@@ -152,7 +250,7 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     /// Every module, its layer (the crate doc's list) and its source.
-    const MODULES: [(&str, u8, &str); 20] = [
+    const MODULES: [(&str, u8, &str); 24] = [
         ("http", 0, include_str!("http.rs")),
         ("aws_error", 1, include_str!("aws_error.rs")),
         ("thing_name", 1, include_str!("thing_name.rs")),
@@ -162,6 +260,10 @@ mod tests {
         ("apigw_event", 1, include_str!("apigw_event.rs")),
         ("openapi", 1, include_str!("openapi.rs")),
         ("fault", 1, include_str!("fault.rs")),
+        ("kinesis", 1, include_str!("kinesis.rs")),
+        ("destination", 1, include_str!("destination.rs")),
+        ("stream_rule", 2, include_str!("stream_rule.rs")),
+        ("event_source", 2, include_str!("event_source.rs")),
         ("moto", 2, include_str!("moto.rs")),
         ("sts", 1, include_str!("sts.rs")),
         ("signature", 2, include_str!("signature.rs")),

@@ -1,9 +1,10 @@
 //! `local-aws`: the MQTT broker (Mosquitto, started as a child), the IoT data-plane
-//! endpoint, the IoT rules and the API Gateway emulator in one process. Prints what it
-//! bound, then serves until Ctrl-C / SIGTERM.
+//! endpoint, the IoT rules and the API Gateway emulator in one process, and with
+//! `--stream` the stream path (Kinesis emulator, Basic Ingest rule, event source
+//! mappings). Prints what it bound, then serves until Ctrl-C / SIGTERM.
 
 use local_aws::credentials::{CredentialsProvider, CredentialsProviderConfig};
-use local_aws::{GatewayConfig, RegistryFront, Stack, StackConfig, TlsConfig};
+use local_aws::{GatewayConfig, RegistryFront, Stack, StackConfig, StreamConfig, TlsConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +42,27 @@ usage: local-aws [options]
   --role-alias NAME    the role alias it serves (default local-sensor-box)
   --credentials-lifetime S
                        seconds the credentials it issues last (default 3600)
-  --quiet              no per-request log lines
+  --quiet              no per-request (and per-invocation) log lines
+
+The stream path (only with --stream):
+  --stream             run it: a Kinesis emulator (ferrokinesis, AWS's per-shard
+                       write limits enforced) with the stream, the Basic Ingest rule
+                       on $aws/rules/<rule>/<root>/+/data/+/+ putting records into
+                       it, and one event source mapping per ingest function invoking
+                       it at --invoke-url with Kinesis events; failed puts and given-up
+                       batches go to moto's SQS (StreamRuleErrorQueue,
+                       StreamFailureQueue) with --moto-url, else to the log
+  --kinesis-port N     the Kinesis endpoint (default 4567)
+  --stream-name NAME   the stream (default sensor-readings)
+  --stream-shards N    its shards, 1 to 500 (default 2)
+  --stream-rule NAME   StreamRuleName of the stacks (default sensorbox_readings)
+  --stream-batch-size N
+                       BatchSize, 1 to 10000 (default 1000)
+  --stream-window-ms N MaximumBatchingWindow in ms, 0 to 300000 (default 1000 here;
+                       the stacks' StreamBatchingWindowSeconds defaults to 5 s)
+  --stream-max-retries N
+                       MaximumRetryAttempts, -1 (until the record is a day old) to
+                       10000 (default 5)
 ";
 
 struct Options {
@@ -64,6 +85,48 @@ struct Options {
     credentials: u16,
     role_alias: String,
     lifetime: u64,
+    stream: Option<StreamOptions>,
+    /// A stream flag given, for the error when `--stream` is not.
+    stream_flag: Option<String>,
+}
+
+struct StreamOptions {
+    kinesis: u16,
+    name: String,
+    shards: u32,
+    rule: String,
+    batch_size: usize,
+    window_ms: u64,
+    max_retries: Option<u32>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> StreamOptions {
+        StreamOptions {
+            kinesis: 4567,
+            name: local_aws::kinesis::DEFAULT_STREAM.into(),
+            shards: local_aws::kinesis::DEFAULT_SHARDS,
+            rule: local_aws::stream_rule::DEFAULT_RULE.into(),
+            batch_size: 1000,
+            window_ms: 1000,
+            max_retries: Some(5),
+        }
+    }
+}
+
+/// `value` as an integer in `range`, or an error naming `flag` and the range.
+fn number_in<T>(flag: &str, value: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match value.parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{flag}: `{value}` is not a whole number from {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -87,7 +150,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
         credentials: 5011,
         role_alias: "local-sensor-box".into(),
         lifetime: local_aws::credentials::DEFAULT_LIFETIME.as_secs(),
+        stream: None,
+        stream_flag: None,
     };
+    let mut stream = StreamOptions::default();
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         if flag == "--quiet" {
@@ -96,6 +162,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
         }
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
+        }
+        if flag == "--stream" {
+            options.stream = Some(StreamOptions::default());
+            continue;
         }
         let value = iter.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let port = || {
@@ -145,10 +215,66 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .parse()
                     .map_err(|_| format!("--invoke-timeout: `{value}` is not a number"))?
             }
+            "--kinesis-port"
+            | "--stream-name"
+            | "--stream-shards"
+            | "--stream-rule"
+            | "--stream-batch-size"
+            | "--stream-window-ms"
+            | "--stream-max-retries" => {
+                options.stream_flag = Some(flag.clone());
+                stream_flag(&mut stream, flag, value)?
+            }
             other => return Err(format!("unknown option `{other}`")),
         }
     }
+    match (&mut options.stream, &options.stream_flag) {
+        (Some(chosen), _) => *chosen = stream,
+        (None, Some(flag)) => return Err(format!("{flag} needs --stream")),
+        (None, None) => {}
+    }
     Ok(options)
+}
+
+fn stream_flag(stream: &mut StreamOptions, flag: &str, value: &str) -> Result<(), String> {
+    match flag {
+        "--kinesis-port" => stream.kinesis = number_in(flag, value, 0..=u16::MAX)?,
+        "--stream-name" => {
+            // Kinesis: 1 to 128 characters of [a-zA-Z0-9_.-].
+            let valid = (1..=128).contains(&value.len())
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !valid {
+                return Err(format!(
+                    "--stream-name: `{value}` is not a Kinesis stream name (1 to 128 of a-z A-Z 0-9 _ . -)"
+                ));
+            }
+            stream.name = value.to_owned();
+        }
+        "--stream-shards" => stream.shards = number_in(flag, value, 1..=500)?,
+        "--stream-rule" => {
+            // The stacks' StreamRuleName: ^[a-zA-Z0-9_]+$ (an IoT rule name, 128 at most).
+            let valid = (1..=128).contains(&value.len())
+                && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "--stream-rule: `{value}` is not a rule name (1 to 128 of a-z A-Z 0-9 _)"
+                ));
+            }
+            stream.rule = value.to_owned();
+        }
+        "--stream-batch-size" => stream.batch_size = number_in(flag, value, 1..=10_000)?,
+        "--stream-window-ms" => stream.window_ms = number_in(flag, value, 0..=300_000)?,
+        "--stream-max-retries" => {
+            stream.max_retries = match number_in::<i64>(flag, value, -1..=10_000)? {
+                -1 => None,
+                n => Some(n as u32),
+            }
+        }
+        _ => return Err(format!("unknown option `{flag}`")),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -183,6 +309,19 @@ async fn serve(options: Options) -> ExitCode {
     gateway_config.stage = options.stage;
     gateway_config.timeout = Duration::from_secs(options.timeout);
     gateway_config.log = !options.quiet;
+    let stream = options.stream.as_ref().map(|chosen| {
+        let mut stream = StreamConfig::new(SocketAddr::new(options.host, chosen.kinesis));
+        stream.kinesis.stream = chosen.name.clone();
+        stream.kinesis.shards = chosen.shards;
+        stream.rule = chosen.rule.clone();
+        stream.mapping.batch_size = chosen.batch_size;
+        stream.mapping.window = Duration::from_millis(chosen.window_ms);
+        stream.mapping.max_retries = chosen.max_retries;
+        stream.mapping.invoke_timeout = Duration::from_secs(options.timeout);
+        stream.mapping.log = !options.quiet;
+        stream.moto = options.moto.clone();
+        stream
+    });
     gateway_config.api_key = options.api_key;
     // With a registry, the credentials provider issues credentials and the gateway checks
     // signatures made with them.
@@ -201,6 +340,7 @@ async fn serve(options: Options) -> ExitCode {
         iot: SocketAddr::new(options.host, options.iot),
         gateway: SocketAddr::new(options.host, options.gateway),
         gateway_config,
+        stream,
     };
     let stack = match Stack::start(config).await {
         Ok(stack) => stack,
@@ -291,6 +431,40 @@ async fn serve(options: Options) -> ExitCode {
         stack.gateway.url(),
         options.invoke.trim_end_matches('/')
     );
+    if let Some(stream) = &stack.stream {
+        let kinesis = &stream.kinesis;
+        let functions: Vec<&str> = stream.mappings.iter().map(|m| m.function()).collect();
+        println!(
+            "kinesis  {} (stream {}, {}; AWS's write limits per shard)",
+            kinesis.url(),
+            kinesis.stream(),
+            kinesis.stream_arn()
+        );
+        if let Some(rule) = stack.iot_rules.stream_rule() {
+            println!(
+                "stream   rule {} on {} -> {}; mappings {} (batch {}, window {} ms, retries {})",
+                rule.config().rule,
+                rule.config().filter(),
+                kinesis.stream(),
+                functions.join(", "),
+                options.stream.as_ref().map_or(0, |s| s.batch_size),
+                options.stream.as_ref().map_or(0, |s| s.window_ms),
+                options
+                    .stream
+                    .as_ref()
+                    .and_then(|s| s.max_retries)
+                    .map_or("unlimited".to_owned(), |n| n.to_string()),
+            );
+        }
+        match &options.moto {
+            Some(moto) => println!(
+                "stream   failures -> SQS {} and {} at {moto}",
+                local_aws::destination::RULE_ERROR_QUEUE,
+                local_aws::destination::FAILURE_QUEUE
+            ),
+            None => println!("stream   failures -> the log (no --moto-url)"),
+        }
+    }
     println!("ready");
     wait_for_signal().await;
     eprintln!("local-aws: stopping");

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_local-aws");
 
-#[test]
-fn prints_the_bound_addresses_then_serves() {
+/// Starts the binary with `args`, returns what it printed before `ready`, and stops it.
+fn lines_until_ready(args: &[&str]) -> Vec<String> {
     let mut child = Command::new(BIN)
-        .args(["--mqtt-port", "0", "--iot-port", "0", "--gateway-port", "0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -37,18 +37,115 @@ fn prints_the_bound_addresses_then_serves() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    lines
+}
+
+/// The address of the line starting with `prefix`, which must not be port 0.
+fn bound(lines: &[String], prefix: &str, scheme: &str) -> String {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} line in {lines:?}"));
+    let url = line.split_whitespace().nth(1).unwrap();
+    let addr = url.strip_prefix(scheme).unwrap();
+    assert!(!addr.ends_with(":0"), "{line}");
+    addr.to_owned()
+}
+
+#[test]
+fn prints_the_bound_addresses_then_serves() {
+    let lines = lines_until_ready(&["--mqtt-port", "0", "--iot-port", "0", "--gateway-port", "0"]);
     for (prefix, scheme) in [
         ("mqtt", "mqtt://"),
         ("iot-data", "http://"),
         ("gateway", "http://"),
     ] {
-        let line = lines
-            .iter()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line in {lines:?}"));
-        let url = line.split_whitespace().nth(1).unwrap();
-        let addr = url.strip_prefix(scheme).unwrap();
-        assert!(!addr.ends_with(":0"), "{line}");
+        bound(&lines, prefix, scheme);
+    }
+    assert!(!lines.iter().any(|l| l.starts_with("kinesis")), "{lines:?}");
+}
+
+#[test]
+fn the_stream_path_starts_only_with_stream_and_prints_its_endpoint() {
+    // Nothing listens at the invoke URL: the mappings wait (the stream is empty anyway).
+    let nowhere = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let invoke = format!("http://{nowhere}");
+    let lines = lines_until_ready(&[
+        "--mqtt-port",
+        "0",
+        "--iot-port",
+        "0",
+        "--gateway-port",
+        "0",
+        "--invoke-url",
+        &invoke,
+        "--stream",
+        "--kinesis-port",
+        "0",
+        "--stream-name",
+        "readings-test",
+        "--stream-shards",
+        "3",
+        "--stream-rule",
+        "test_rule",
+        "--stream-batch-size",
+        "10",
+        "--stream-window-ms",
+        "0",
+        "--stream-max-retries",
+        "-1",
+    ]);
+    let kinesis = bound(&lines, "kinesis", "http://");
+    let line = lines.iter().find(|l| l.starts_with("kinesis")).unwrap();
+    assert!(line.contains("stream readings-test"), "{line}");
+    assert!(!kinesis.is_empty());
+    let rule = lines
+        .iter()
+        .find(|l| l.starts_with("stream   rule"))
+        .unwrap_or_else(|| panic!("no rule line in {lines:?}"));
+    assert!(
+        rule.contains("$aws/rules/test_rule/devices/+/data/+/+")
+            && rule.contains("gasdetector, dust, temp")
+            && rule.contains("retries unlimited"),
+        "{rule}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("failures -> the log")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn bad_stream_values_are_usage_errors() {
+    for (args, named) in [
+        (&["--stream", "--stream-shards", "0"][..], "--stream-shards"),
+        (
+            &["--stream", "--stream-batch-size", "10001"][..],
+            "--stream-batch-size",
+        ),
+        (
+            &["--stream", "--stream-window-ms", "300001"][..],
+            "--stream-window-ms",
+        ),
+        (
+            &["--stream", "--stream-max-retries", "-2"][..],
+            "--stream-max-retries",
+        ),
+        (&["--stream", "--stream-rule", "a-b"][..], "--stream-rule"),
+        (&["--stream", "--stream-name", "a/b"][..], "--stream-name"),
+        (
+            &["--stream", "--kinesis-port", "70000"][..],
+            "--kinesis-port",
+        ),
+        (&["--stream-name", "x"][..], "needs --stream"),
+    ] {
+        let output = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
 }
 

@@ -40,6 +40,11 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path, moto: &str) -> R
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    if options.stream {
+        command
+            .arg("--stream")
+            .args(["--kinesis-port", &ports.kinesis.to_string()]);
+    }
     peers.spawn("local-aws", &mut command)?;
     for (port, what) in [
         (ports.mqtt, "MQTT broker"),
@@ -50,6 +55,11 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path, moto: &str) -> R
         (ports.credentials, "IoT credentials provider"),
     ] {
         peers.wait_until(what, Duration::from_secs(30), || port_open(port))?;
+    }
+    if options.stream {
+        peers.wait_until("Kinesis emulator", Duration::from_secs(30), || {
+            port_open(ports.kinesis)
+        })?;
     }
     Ok(())
 }

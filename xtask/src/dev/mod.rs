@@ -48,7 +48,7 @@ pub fn run(args: &[String]) -> Result {
         .ok()
         .filter(|url| !url.trim().is_empty());
 
-    ports::check_free(ports, user_opensearch.is_none())?;
+    ports::check_free(ports, user_opensearch.is_none(), options.stream)?;
     let mut peers = Peers::new()?;
 
     let cargo_lambda = tools::ensure_cargo_lambda()?;

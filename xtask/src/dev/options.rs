@@ -13,12 +13,19 @@ usage: cargo xtask dev [options]
   --gateway-port N      API Gateway emulator     (default 3000, env DEV_GATEWAY_PORT)
   --registry-port N     IoT registry (moto)      (default 5010, env DEV_REGISTRY_PORT)
   --credentials-port N  IoT credentials provider (default 5011, env DEV_CREDENTIALS_PORT)
+  --kinesis-port N      Kinesis emulator, with --stream (default 4567, env DEV_KINESIS_PORT)
   --credentials-lifetime S
                         seconds the credentials provider's credentials last (default
                         3600, as the stacks' role alias); shorter to watch boxes renew
   --as-deployed         run the stack exactly as deployed: the shared-key routes
                         (POST /gasdetector, ...) refused, as LegacyKeyRoutes=false
                         deploys them; boxes post to /things/{thing}/<sensor>, signed
+  --stream              also run the stream path (IngestPath=stream): a Kinesis emulator
+                        (ferrokinesis) fed by the stream rule on the Basic Ingest topic
+                        $aws/rules/sensorbox_readings/devices/<thing>/data/<sensor>/<group>,
+                        and an event source mapping invoking the functions with Kinesis
+                        batches; with --box, the box publishes that way (transport =
+                        \"stream\")
   --release             build the functions in release mode
   --box                 also run a simulated box (sensorbox with simulate sources for
                         gasdetector, dust and temp, every 5 s) against the gateway; it
@@ -42,6 +49,7 @@ pub struct Ports {
     pub gateway: u16,
     pub registry: u16,
     pub credentials: u16,
+    pub kinesis: u16,
 }
 
 pub struct Options {
@@ -52,6 +60,8 @@ pub struct Options {
     pub as_deployed: bool,
     /// `--credentials-lifetime`, seconds.
     pub credentials_lifetime: u64,
+    /// `--stream`: the Kinesis emulator, the stream rule and the event source mappings.
+    pub stream: bool,
 }
 
 impl Options {
@@ -94,11 +104,13 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             gateway: env_port("DEV_GATEWAY_PORT", 3000)?,
             registry: env_port("DEV_REGISTRY_PORT", 5010)?,
             credentials: env_port("DEV_CREDENTIALS_PORT", 5011)?,
+            kinesis: env_port("DEV_KINESIS_PORT", 4567)?,
         },
         release: false,
         simulated_box: false,
         as_deployed: false,
         credentials_lifetime: 3600,
+        stream: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -117,6 +129,10 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             }
             "--as-deployed" => {
                 options.as_deployed = true;
+                continue;
+            }
+            "--stream" => {
+                options.stream = true;
                 continue;
             }
             "--credentials-lifetime" => {
@@ -139,6 +155,7 @@ pub fn parse(args: &[String]) -> Result<Option<Options>> {
             "--gateway-port" => &mut options.ports.gateway,
             "--registry-port" => &mut options.ports.registry,
             "--credentials-port" => &mut options.ports.credentials,
+            "--kinesis-port" => &mut options.ports.kinesis,
             other => return Err(format!("unknown option `{other}`\n{USAGE}")),
         };
         let value = it.next().ok_or_else(|| format!("{flag} needs a port"))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Fails early and clearly on a taken or doubly given port, before installing or
 /// building anything (the osmem-server port only when osmem-server is started).
-pub fn check_free(ports: &Ports, with_osmem: bool) -> Result {
+pub fn check_free(ports: &Ports, with_osmem: bool, with_stream: bool) -> Result {
     let mut wanted = vec![
         (ports.mqtt, "MQTT broker (--mqtt-port)"),
         (ports.mqtts, "MQTT broker, TLS (--mqtts-port)"),
@@ -24,6 +24,9 @@ pub fn check_free(ports: &Ports, with_osmem: bool) -> Result {
     ];
     if with_osmem {
         wanted.push((ports.opensearch, "osmem-server (--opensearch-port)"));
+    }
+    if with_stream {
+        wanted.push((ports.kinesis, "Kinesis emulator (--kinesis-port)"));
     }
     for (i, (port, what)) in wanted.iter().enumerate() {
         if let Some((_, other)) = wanted[..i].iter().find(|(p, _)| p == port) {

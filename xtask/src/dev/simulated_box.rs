@@ -39,6 +39,11 @@ pub fn start(peers: &mut Peers, options: &Options, logs: &Path) -> Result {
         cert = cert.display(),
         key = key.display(),
     );
+    if options.stream {
+        // Readings go as batches to the Basic Ingest topic; the stream rule puts them into
+        // Kinesis (the [iam] section stays for `sensorbox status`, unused for sending).
+        text = format!("transport = \"stream\"\n{text}");
+    }
     for (seed, route) in FUNCTIONS.iter().enumerate() {
         text.push_str(&format!(
             "[[sensor]]\nroute = \"{route}\"\ninterval_s = 5\nsource = {{ kind = \"simulate\", seed = {seed} }}\n"

@@ -42,7 +42,7 @@ local stack ready (Ctrl-C stops everything)
   MQTT broker    mqtt://{HOST}:{mqtt}   mqtts://localhost:{mqtts} (client certificate from target/dev/certs)
   OpenSearch     {opensearch_url}
   IoT registry   http://{HOST}:{registry}   (moto; AWS_ENDPOINT_URL_IOT: which group each box may write)
-  logs           target/dev/
+{stream}  logs           target/dev/
 
 try it:
   mosquitto_sub -h {HOST} -p {mqtt} -t 'pi/#' -q 1 -v
@@ -56,6 +56,16 @@ try it:
         mqtts = ports.mqtts,
         registry = ports.registry,
         credentials = ports.credentials,
+        stream = if options.stream {
+            format!(
+                "  stream         Kinesis http://{HOST}:{kinesis} (ferrokinesis, stream `sensor-readings`) fed by the rule on\n                 \
+                 $aws/rules/sensorbox_readings/devices/<thing>/data/<sensor>/<groupid>; event source mappings\n                 \
+                 invoke the functions with Kinesis batches (up to 1,000 records, 1 s window)\n",
+                kinesis = ports.kinesis
+            )
+        } else {
+            String::new()
+        },
         legacy = if options.as_deployed {
             "(shared-key routes: refused, --as-deployed)"
         } else {
