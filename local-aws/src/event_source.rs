@@ -98,7 +98,7 @@ pub struct MappingConfig {
 
 impl MappingConfig {
     /// The stacks' mapping for `function`: filtered on its sensor, BatchSize 1,000,
-    /// ReportBatchItemFailures, bisect on, 5 retries, records up to a day old; locally a
+    /// ReportBatchItemFailures, bisect on, 5 retries, records up to 6 hours old; locally a
     /// 1 s window (the stacks: 5 s), 200 ms to 5 s between retries.
     pub fn new(function: &str) -> MappingConfig {
         MappingConfig {
@@ -107,7 +107,7 @@ impl MappingConfig {
             batch_size: 1000,
             window: Duration::from_secs(1),
             max_retries: Some(5),
-            max_record_age: Some(Duration::from_secs(86_400)),
+            max_record_age: Some(Duration::from_secs(21_600)),
             bisect: true,
             invoke_timeout: Duration::from_secs(600),
             poll_interval: Duration::from_secs(1),

@@ -61,7 +61,7 @@ The stream path (only with --stream):
   --stream-window-ms N MaximumBatchingWindow in ms, 0 to 300000 (default 1000 here;
                        the stacks' StreamBatchingWindowSeconds defaults to 5 s)
   --stream-max-retries N
-                       MaximumRetryAttempts, -1 (until the record is a day old) to
+                       MaximumRetryAttempts, -1 (until the record is 6 hours old) to
                        10000 (default 5)
 ";
 

@@ -561,6 +561,27 @@ pub struct DeviceStack {
     pub watch: ChildGuard,
     /// With [`DeviceStack::start_secured`]: the boxes' identity.
     pub identity: Option<Identity>,
+    /// With [`DeviceStack::start_streaming`]: the stream path.
+    pub stream: Option<Streaming>,
+}
+
+/// The stream path of a [`DeviceStack::start_streaming`] stack: the Kinesis emulator
+/// (ferrokinesis) the Basic Ingest rule puts into, and one event source mapping per ingest
+/// function invoking it under `cargo lambda watch`.
+pub struct Streaming {
+    pub kinesis: local_aws::Kinesis,
+    /// gasdetector, dust, temp.
+    pub mappings: Vec<local_aws::EventSourceMapping>,
+}
+
+impl Streaming {
+    /// The mapping invoking `function`.
+    pub fn mapping(&self, function: &str) -> &local_aws::EventSourceMapping {
+        self.mappings
+            .iter()
+            .find(|m| m.function() == function)
+            .unwrap_or_else(|| panic!("no mapping for {function}"))
+    }
 }
 
 /// The per-box identity of a [`DeviceStack::start_secured`] stack: the local CA, the
@@ -578,7 +599,17 @@ pub const ROLE_ALIAS: &str = "test-sensor-box";
 impl DeviceStack {
     /// `extra` is added to the functions' environment.
     pub async fn start(tls: Option<local_aws::TlsListener>, extra: &[(&str, &str)]) -> DeviceStack {
-        DeviceStack::start_with(tls, None, extra).await
+        DeviceStack::start_with(tls, None, false, extra).await
+    }
+
+    /// [`DeviceStack::start`] with the stream path as `IngestPath=stream` deploys it: the
+    /// Basic Ingest rule `sensorbox_readings` into a 2-shard stream, and the mappings
+    /// (`MappingConfig::new`: batches of up to 1,000 records, a 1 s window).
+    pub async fn start_streaming(
+        tls: Option<local_aws::TlsListener>,
+        extra: &[(&str, &str)],
+    ) -> DeviceStack {
+        DeviceStack::start_with(tls, None, true, extra).await
     }
 
     /// The stack as deployed: the broker's mutual-TLS listener, the registry front, the
@@ -591,12 +622,13 @@ impl DeviceStack {
     ) -> DeviceStack {
         let certs = local_aws::Certs::ensure(certs).expect("local CA");
         let tls = local_aws::TlsListener::from_certs("127.0.0.1:0".parse().expect("addr"), &certs);
-        DeviceStack::start_with(Some(tls), Some((certs, lifetime)), extra).await
+        DeviceStack::start_with(Some(tls), Some((certs, lifetime)), false, extra).await
     }
 
     async fn start_with(
         tls: Option<local_aws::TlsListener>,
         secured: Option<(local_aws::Certs, Duration)>,
+        streaming: bool,
         extra: &[(&str, &str)],
     ) -> DeviceStack {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -648,20 +680,9 @@ impl DeviceStack {
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let (watch, watch_port) = start_watch(&env, &[]).await;
         let invoke = format!("http://127.0.0.1:{watch_port}");
-        let rules = local_aws::IotRules::start(
-            local_aws::IotRulesConfig {
-                broker: broker.local_addr(),
-                device_root: "devices".into(),
-                invoke_base: Some(invoke.clone()),
-                sensors: local_aws::gateway::INGEST_FUNCTIONS
-                    .map(String::from)
-                    .to_vec(),
-            },
-            iot.shadows().clone(),
-            broker.publisher(),
-        )
-        .await
-        .expect("rules");
+        // Boxed: inlined, this future is deep enough to overflow the layout query of
+        // the tests that await a `DeviceStack`.
+        let (rules, stream) = Box::pin(start_rules(&broker, &iot, &invoke, streaming)).await;
         let mut gateway_config = local_aws::GatewayConfig::sensors(invoke);
         gateway_config.sessions = identity.as_ref().map(|_| sessions);
         let gateway = local_aws::Gateway::start(any, gateway_config)
@@ -677,8 +698,86 @@ impl DeviceStack {
             gateway,
             watch,
             identity,
+            stream,
         }
     }
+}
+
+/// The IoT rules invoking the functions at `invoke`, and with `streaming` the stream path:
+/// the Kinesis emulator, the Basic Ingest rule and one event source mapping per function.
+async fn start_rules(
+    broker: &Broker,
+    iot: &IotEndpoint,
+    invoke: &str,
+    streaming: bool,
+) -> (local_aws::IotRules, Option<Streaming>) {
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let sensors: Vec<String> = local_aws::gateway::INGEST_FUNCTIONS
+        .map(String::from)
+        .to_vec();
+    let kinesis = match streaming {
+        true => Some(
+            local_aws::Kinesis::start(local_aws::KinesisConfig::new(any))
+                .await
+                .expect("Kinesis emulator"),
+        ),
+        false => None,
+    };
+    let stream_rule = kinesis.as_ref().map(|kinesis| {
+        local_aws::StreamRule::start(
+            local_aws::StreamRuleConfig {
+                rule: local_aws::stream_rule::DEFAULT_RULE.into(),
+                device_root: "devices".into(),
+                stream: kinesis.stream().to_owned(),
+                sensors: sensors.clone(),
+            },
+            kinesis.client(),
+            local_aws::Destination::sqs_or_log(None, local_aws::destination::RULE_ERROR_QUEUE),
+        )
+    });
+    let rules = local_aws::IotRules::start_with_stream(
+        local_aws::IotRulesConfig {
+            broker: broker.local_addr(),
+            device_root: "devices".into(),
+            invoke_base: Some(invoke.to_owned()),
+            sensors: sensors.clone(),
+        },
+        iot.shadows().clone(),
+        broker.publisher(),
+        stream_rule,
+    )
+    .await
+    .expect("rules");
+    let stream = match kinesis {
+        Some(kinesis) => {
+            let mut mappings = Vec::new();
+            for function in &sensors {
+                let source = local_aws::event_source::Source {
+                    stream: kinesis.stream().to_owned(),
+                    stream_arn: kinesis.stream_arn().to_owned(),
+                    invoke_base: invoke.to_owned(),
+                };
+                let mut config = local_aws::MappingConfig::new(function);
+                config.log = false;
+                mappings.push(
+                    local_aws::EventSourceMapping::start(
+                        kinesis.client(),
+                        source,
+                        config,
+                        local_aws::Destination::sqs_or_log(
+                            None,
+                            local_aws::destination::FAILURE_QUEUE,
+                        ),
+                    )
+                    .await
+                    .expect("event source mapping"),
+                );
+            }
+            Some(Streaming { kinesis, mappings })
+        }
+        None => None,
+    };
+    (rules, stream)
 }
 
 /// `CreateCertificateFromCsr` (active) at the registry `endpoint`: the certificate's id

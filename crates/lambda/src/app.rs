@@ -253,7 +253,10 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
         };
         if is_direct(request) {
             match stream::kinesis_event(request.body().as_ref()) {
-                Some(Ok(event)) => return self.consume(&event, deadline_of(request)).await,
+                // Boxed: the HTTP path's future does not carry the batch's state.
+                Some(Ok(event)) => {
+                    return Box::pin(self.consume(&event, deadline_of(request))).await
+                }
                 Some(Err(e)) => return rejected(e),
                 None => {}
             }

@@ -140,7 +140,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         deadline: Instant,
     ) -> Vec<Outcome> {
         let readings = readings.into_iter().map(|r| (sender, r)).collect();
-        self.ingest_each(readings, deadline).await
+        self.ingest_with(self.retry, readings, deadline).await
     }
 
     /// Like [`Pipeline::ingest_from`] for readings of many boxes at once (a stream batch):
