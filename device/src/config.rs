@@ -97,6 +97,7 @@ struct RawMqtt {
     topic_template: Option<String>,
     device_root: Option<String>,
     stream_rule: Option<String>,
+    stream_linger_s: Option<u64>,
     hook: Option<Vec<String>>,
 }
 
@@ -186,6 +187,11 @@ pub struct MqttConfig {
     /// The stacks' `StreamRuleName` (default `sensorbox_readings`): with `transport =
     /// "stream"`, readings go to `$aws/rules/<stream_rule>/...`.
     pub stream_rule: String,
+    /// `transport = "stream"`: how long a route's newest readings may wait to share a
+    /// message with later ones (0, the default: published at once, one reading a message
+    /// when live). 60 s at one reading every 10 s puts six in a message, for a sixth of
+    /// the stream path's per-message cost (docs/scale.md), and delays warnings as long.
+    pub stream_linger: Duration,
     /// A command handed each warning as JSON on stdin (buzzer, LED, GPIO).
     pub hook: Option<Vec<String>>,
 }
@@ -473,6 +479,8 @@ impl RawConfig {
 
 /// The stacks' default `StreamRuleName`.
 pub const DEFAULT_STREAM_RULE: &str = "sensorbox_readings";
+/// The longest `mqtt.stream_linger_s`: five minutes.
+pub const MAX_STREAM_LINGER_S: u64 = 300;
 
 /// AWS's rule for role alias names: 1 to 128 of `[\w=,@-]`.
 fn valid_role_alias(alias: &str) -> bool {
@@ -692,6 +700,13 @@ impl RawMqtt {
                 "an IoT rule name: 1 to 128 of [a-zA-Z0-9_] (the stacks' StreamRuleName)",
             ));
         }
+        let stream_linger_s = self.stream_linger_s.unwrap_or(0);
+        if stream_linger_s > MAX_STREAM_LINGER_S {
+            return Err(ConfigError::new(
+                "mqtt.stream_linger_s",
+                format!("at most {MAX_STREAM_LINGER_S} seconds (a warning waits as long)"),
+            ));
+        }
         if let Some(hook) = &self.hook {
             if hook.first().is_none_or(|p| p.is_empty()) {
                 return Err(ConfigError::new(
@@ -710,6 +725,7 @@ impl RawMqtt {
             warning_topics,
             device_root,
             stream_rule,
+            stream_linger: Duration::from_secs(stream_linger_s),
             hook: self.hook,
         })
     }
@@ -922,6 +938,7 @@ sensortype = "9"
             ("device_root = \"a/b\"", "mqtt.device_root"),
             ("stream_rule = \"a-b\"", "mqtt.stream_rule"),
             ("stream_rule = \"\"", "mqtt.stream_rule"),
+            ("stream_linger_s = 301", "mqtt.stream_linger_s"),
             ("hook = []", "mqtt.hook"),
             ("cafile = \"x\"", ""),
         ];

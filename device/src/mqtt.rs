@@ -111,7 +111,26 @@ pub struct StreamBatch {
     pub topic: String,
     pub seqs: Vec<i64>,
     pub body: String,
+    /// The time of its oldest reading.
+    pub oldest: chrono::DateTime<chrono::Utc>,
 }
+
+impl StreamBatch {
+    /// Whether it should go now: full (another reading would not fit), or its oldest
+    /// reading has waited `linger` already (always, with no linger).
+    pub fn due(&self, linger: Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let full = self.seqs.len() >= STREAM_BATCH_READINGS
+            || self.body.len() + STREAM_BATCH_ROOM > STREAM_BATCH_BYTES;
+        let waited = chrono::Duration::from_std(linger)
+            .map(|linger| self.oldest + linger <= now)
+            .unwrap_or(true);
+        linger.is_zero() || full || waited
+    }
+}
+
+/// Room a batch keeps for one more reading before it counts as full (a reading of all
+/// four gas measures is about 450 bytes).
+const STREAM_BATCH_ROOM: usize = 512;
 
 /// Packs queued entries into stream batches, in queue order per (route, group): each a
 /// JSON array of at most [`STREAM_BATCH_READINGS`] bodies within [`STREAM_BATCH_BYTES`]
@@ -153,6 +172,7 @@ pub fn stream_batches(
                 batch.body.push_str(&entry.body);
                 batch.body.push(']');
                 batch.seqs.push(entry.seq);
+                batch.oldest = batch.oldest.min(entry.created);
             }
             _ => {
                 open.insert(topic.clone(), batches.len());
@@ -160,6 +180,7 @@ pub fn stream_batches(
                     topic,
                     seqs: vec![entry.seq],
                     body: format!("[{}]", entry.body),
+                    oldest: entry.created,
                 });
             }
         }
@@ -486,9 +507,15 @@ impl Link {
             .into_iter()
             .filter(|entry| !in_flight.seqs.contains(&entry.seq))
             .collect();
+        let now = chrono::Utc::now();
         for batch in stream_batches(&self.config, &self.thing, &self.group, fresh) {
             if in_flight.publishes() >= BATCHES_IN_FLIGHT {
                 break;
+            }
+            // Held for later readings to join it (`stream_linger_s`); the once-a-second
+            // refill looks again.
+            if !batch.due(self.config.stream_linger, now) {
+                continue;
             }
             match client.try_publish(batch.topic, QoS::AtLeastOnce, false, batch.body) {
                 Ok(()) => {
@@ -547,6 +574,7 @@ mod tests {
             warning_topics: vec!["pi/1".into()],
             device_root: "devices".into(),
             stream_rule: crate::config::DEFAULT_STREAM_RULE.into(),
+            stream_linger: Duration::ZERO,
             hook: None,
         }
     }
@@ -647,6 +675,7 @@ mod tests {
             warning_topics: vec!["pi/2".into()],
             device_root: "devices".into(),
             stream_rule: "sensorbox_readings".into(),
+            stream_linger: Duration::ZERO,
             hook: None,
         };
         let gas = |seq: i64, group: &str| {
@@ -699,5 +728,31 @@ mod tests {
             batches[0].body.len()
         );
         assert_eq!(batches[0].seqs[..3], [1, 2, 3], "queue order kept");
+    }
+
+    #[test]
+    fn a_lingering_batch_waits_for_company_unless_full_or_old_enough() {
+        let now = chrono::Utc::now();
+        let batch = |readings: usize, bytes: usize, age_s: i64| StreamBatch {
+            topic: "t".into(),
+            seqs: (0..readings as i64).collect(),
+            body: "x".repeat(bytes),
+            oldest: now - chrono::Duration::seconds(age_s),
+        };
+        let linger = Duration::from_secs(60);
+        assert!(
+            batch(1, 200, 0).due(Duration::ZERO, now),
+            "no linger: at once"
+        );
+        assert!(!batch(1, 200, 10).due(linger, now), "young and small: held");
+        assert!(batch(1, 200, 60).due(linger, now), "waited long enough");
+        assert!(
+            batch(11, 4_700, 1).due(linger, now),
+            "no room for another reading"
+        );
+        assert!(
+            batch(500, 3_000, 1).due(linger, now),
+            "the functions' batch limit"
+        );
     }
 }
