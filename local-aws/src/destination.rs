@@ -4,9 +4,6 @@
 //! real `aws-sdk-sqs` client; without moto the message is logged (never dropped without a
 //! line saying so); tests use [`Destination::memory`].
 
-use aws_sdk_sqs::config::retry::RetryConfig;
-use aws_sdk_sqs::config::timeout::TimeoutConfig;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -178,20 +175,7 @@ impl SqsQueue {
 /// The real SQS client for `endpoint` (moto server): static test credentials, `us-east-1`,
 /// SDK retries off ([`Destination::send`] retries).
 pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("LOCAL", "local", None, None, "local-aws"))
-        .endpoint_url(endpoint)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(10))
-                .build(),
-        )
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
+    aws_sdk_sqs::Client::new(&crate::sdk::local(endpoint))
 }
 
 /// `message` for a log line: a rule error message's payload replaced by its size.

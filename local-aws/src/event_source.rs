@@ -358,12 +358,7 @@ impl EventSourceMapping {
         done: impl Fn(&Counts) -> bool,
         wait: Duration,
     ) -> Option<Counts> {
-        let mut seen = self.counts.subscribe();
-        let counts = tokio::time::timeout(wait, seen.wait_for(|c| done(c)))
-            .await
-            .ok()?
-            .ok()?;
-        Some(*counts)
+        crate::counters::wait_until(&self.counts, done, wait).await
     }
 }
 

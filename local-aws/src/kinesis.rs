@@ -15,9 +15,6 @@
 //! (records stay in memory for the life of the process).
 
 use crate::http::{self, Server};
-use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::StreamStatus;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +24,7 @@ pub const DEFAULT_STREAM: &str = "sensor-readings";
 /// Shards unless configured (`--stream-shards`).
 pub const DEFAULT_SHARDS: u32 = 2;
 /// The region and account every local ARN names (the emulator's defaults).
-pub const REGION: &str = "us-east-1";
+pub const REGION: &str = crate::sdk::REGION;
 pub const ACCOUNT: &str = "000000000000";
 
 /// What [`Kinesis::start`] serves.
@@ -117,20 +114,7 @@ impl Kinesis {
 /// `us-east-1`, the SDK's own retries off (callers retry, and the throttling answer must
 /// reach them), 10 s per call.
 pub fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("LOCAL", "local", None, None, "local-aws"))
-        .endpoint_url(endpoint)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(10))
-                .build(),
-        )
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
+    aws_sdk_kinesis::Client::new(&crate::sdk::local(endpoint))
 }
 
 /// Creates `stream` with `shards` shards unless it exists, waits until it is ACTIVE and

@@ -10,7 +10,8 @@
 //! A module uses only modules of lower layers, so the modules form no circle (the test
 //! `modules_use_only_lower_layers` below checks every `crate::` path):
 //!
-//! 0. `http`: the hyper plumbing the servers share;
+//! 0. `http`: the hyper plumbing the servers share; `sdk`: the one SDK configuration of
+//!    local-aws's own AWS clients; `counters`: waiting on a running piece's counts;
 //! 1. the rest of the base: `aws_error` (AWS's JSON error responses), `thing_name` (IoT
 //!    Core's thing and shadow names), `invoke` (the Lambda invoke API client),
 //!    [`kinesis`] (the embedded Kinesis emulator served with `http`, its stream, the SDK
@@ -42,6 +43,7 @@ pub mod apigw_event;
 mod aws_error;
 pub mod broker;
 pub mod certs;
+mod counters;
 pub mod credentials;
 pub mod destination;
 pub mod event_source;
@@ -57,6 +59,7 @@ pub mod mqtt_publisher;
 pub mod mqtt_subscriber;
 pub mod openapi;
 pub mod registry;
+mod sdk;
 pub mod shadow;
 pub mod signature;
 pub mod stream_rule;
@@ -250,8 +253,10 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     /// Every module, its layer (the crate doc's list) and its source.
-    const MODULES: [(&str, u8, &str); 24] = [
+    const MODULES: [(&str, u8, &str); 26] = [
         ("http", 0, include_str!("http.rs")),
+        ("counters", 0, include_str!("counters.rs")),
+        ("sdk", 0, include_str!("sdk.rs")),
         ("aws_error", 1, include_str!("aws_error.rs")),
         ("thing_name", 1, include_str!("thing_name.rs")),
         ("invoke", 1, include_str!("invoke.rs")),

@@ -227,12 +227,7 @@ impl StreamRule {
         done: impl Fn(&RuleCounts) -> bool,
         wait: Duration,
     ) -> Option<RuleCounts> {
-        let mut seen = self.counts.subscribe();
-        let counts = tokio::time::timeout(wait, seen.wait_for(|c| done(c)))
-            .await
-            .ok()?
-            .ok()?;
-        Some(*counts)
+        crate::counters::wait_until(&self.counts, done, wait).await
     }
 }
 

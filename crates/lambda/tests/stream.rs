@@ -254,21 +254,20 @@ fn fail_fifth_document(h: &Harness, times: usize) {
     }
 }
 
+/// The three records invoked with a Lambda deadline `budget` from now; the answer's body.
+async fn invoke_due_in(h: &Harness, budget: std::time::Duration) -> Value {
+    let request = kinesis_event_due_in(&three_records(), budget);
+    json_of(&h.app.invoke(request).await.expect("no function error"))
+}
+
 #[tokio::test]
 async fn an_outage_shorter_than_the_invocation_is_ridden_out_not_retried_by_the_mapping() {
     let h = harness(&[]);
     // More failures than the HTTP path's attempts (4 here): a stream batch retries until
     // its deadline instead, so the mapping's few retries are kept for longer outages.
     fail_fifth_document(&h, 12);
-    let response = h
-        .app
-        .invoke(kinesis_event_due_in(
-            &three_records(),
-            std::time::Duration::from_secs(5),
-        ))
-        .await
-        .expect("no function error");
-    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    let body = invoke_due_in(&h, std::time::Duration::from_secs(5)).await;
+    assert_eq!(failures(&body), Vec::<String>::new());
     assert_eq!(h.indexed(), 9);
 }
 
@@ -276,15 +275,7 @@ async fn an_outage_shorter_than_the_invocation_is_ridden_out_not_retried_by_the_
 async fn only_records_with_a_reading_still_failing_at_the_deadline_are_retried() {
     let h = harness(&[]);
     fail_fifth_document(&h, 1_000_000);
-    let response = h
-        .app
-        .invoke(kinesis_event_due_in(
-            &three_records(),
-            std::time::Duration::from_millis(1_500),
-        ))
-        .await
-        .expect("no function error");
-    let body = json_of(&response);
+    let body = invoke_due_in(&h, std::time::Duration::from_millis(1_500)).await;
     assert_eq!(failures(&body), ["101"], "{body}");
     assert_eq!(h.indexed(), 8, "the other readings are stored");
 }
