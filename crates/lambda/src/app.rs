@@ -1,7 +1,7 @@
 //! The Lambda handler: built once per cold start, then called per event. Accepts API
 //! Gateway REST (v1), HTTP API (v2), Function URL events and direct invokes.
 
-use crate::observability::emf::{MetricsSink, MetricsWriter, RequestCounts};
+use crate::observability::emf::{MetricsSink, MetricsWriter, RequestCounts, StreamCounts};
 use crate::observability::request;
 use crate::request::{parse_body, rule_envelope, Payload, RequestError, Sender};
 use crate::response::Reply;
@@ -233,7 +233,10 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
                 &self.metrics,
                 &request_id,
                 reply.status,
-                RequestCounts::of(&outcomes),
+                RequestCounts {
+                    stream: reply.stream,
+                    ..RequestCounts::of(&outcomes)
+                },
                 &stats,
                 started,
             )
@@ -404,6 +407,11 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
             status: if failures.is_empty() { 200 } else { 503 },
             body: stream::response(&failures),
             retry_after: None,
+            stream: Some(StreamCounts {
+                records: u32::try_from(sequences.len()).unwrap_or(u32::MAX),
+                dropped,
+                retried: u32::try_from(failures.len()).unwrap_or(u32::MAX),
+            }),
         };
         (reply, outcomes)
     }

@@ -16,6 +16,8 @@ pub struct Reply {
     pub body: Value,
     /// Some: a downstream failure outlasted the retries (503 + `Retry-After`).
     pub retry_after: Option<u32>,
+    /// Some: the answer to a stream batch, with what became of its records.
+    pub stream: Option<crate::observability::emf::StreamCounts>,
 }
 
 impl Reply {
@@ -42,17 +44,20 @@ impl Reply {
                 status: 405,
                 body: json!({"error": "method_not_allowed", "message": format!("{method} is not allowed; use POST")}),
                 retry_after: None,
+                stream: None,
             },
             RequestError::TooLarge(len) => Reply {
                 status: 413,
                 body: json!({"error": "payload_too_large", "message": format!(
                     "body is {len} bytes; at most {} bytes", crate::request::MAX_BODY_BYTES)}),
                 retry_after: None,
+                stream: None,
             },
             RequestError::Invalid(e) => Reply {
                 status: 400,
                 body: json!({"error": "invalid_reading", "field": e.field(), "message": e.message()}),
                 retry_after: None,
+                stream: None,
             },
             RequestError::Forbidden(e) => Reply::forbidden(e),
         }
@@ -65,6 +70,7 @@ impl Reply {
             status: 403,
             body: json!({"error": "forbidden", "field": e.field(), "message": e.message()}),
             retry_after: None,
+            stream: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl Reply {
             body: json!({"error": "unavailable", "message": format!(
                 "{reason}; resend the readings (each will be stored once)")}),
             retry_after: Some(RETRY_AFTER_SECS),
+            stream: None,
         }
     }
 
@@ -85,11 +92,13 @@ impl Reply {
                 status: 200,
                 body: json!({"status": "ok", "id": id, "warnings": warnings}),
                 retry_after: None,
+                stream: None,
             },
             Outcome::Invalid(e) => Reply {
                 status: 400,
                 body: json!({"error": "invalid_reading", "field": e.field(), "message": e.message()}),
                 retry_after: None,
+                stream: None,
             },
             Outcome::Forbidden(e) => Reply::forbidden(e),
             Outcome::Rejected { id, reason, .. } => Reply {
@@ -97,12 +106,14 @@ impl Reply {
                 body: json!({"error": "rejected", "id": id, "message": format!(
                     "{reason}; this reading can never be stored as it is: do not resend it")}),
                 retry_after: None,
+                stream: None,
             },
             Outcome::Unavailable { id, reason, .. } => Reply {
                 status: 503,
                 body: json!({"error": "unavailable", "id": id, "message": format!(
                     "{reason}; resend the reading (it will be stored once)")}),
                 retry_after: Some(RETRY_AFTER_SECS),
+                stream: None,
             },
         }
     }
@@ -165,6 +176,7 @@ impl Reply {
                 "items": items,
             }),
             retry_after: retry.then_some(RETRY_AFTER_SECS),
+            stream: None,
         }
     }
 }

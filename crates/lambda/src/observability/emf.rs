@@ -68,6 +68,16 @@ impl fmt::Display for MetricsNamespace {
     }
 }
 
+/// What became of a stream batch's records (the readings are in [`RequestCounts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamCounts {
+    pub records: u32,
+    /// Final for good: not the rule's record, another sensor's, a bad body, a refused box.
+    pub dropped: u32,
+    /// Reported in `batchItemFailures`, for the event source mapping to retry.
+    pub retried: u32,
+}
+
 /// What one request did, counted from its outcomes and downstream counters.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RequestCounts {
@@ -82,6 +92,8 @@ pub struct RequestCounts {
     /// misconfigured, or one that is not what it claims.
     pub forbidden: u32,
     pub warnings: u32,
+    /// A stream batch's records.
+    pub stream: Option<StreamCounts>,
 }
 
 impl RequestCounts {
@@ -244,6 +256,21 @@ impl MetricsWriter {
                 f64::from(u8::from(metrics.cold_start)),
             ),
         ];
+        // A stream batch's records; only on stream invocations, so the HTTP path's lines
+        // stay as they were.
+        if let Some(stream) = c.stream {
+            values.push(("StreamRecords", Unit::Count, f64::from(stream.records)));
+            values.push((
+                "StreamRecordsDropped",
+                Unit::Count,
+                f64::from(stream.dropped),
+            ));
+            values.push((
+                "StreamRecordsRetried",
+                Unit::Count,
+                f64::from(stream.retried),
+            ));
+        }
         // Latencies only when the target was called: a zero would drag the percentiles.
         if iot.calls > 0 {
             values.push(("PublishLatency", Unit::Milliseconds, iot.busy_ms));
@@ -343,6 +370,41 @@ mod tests {
         ] {
             assert!(MetricsNamespace::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_stream_batch_adds_its_record_counts_and_only_it_does() {
+        let writer = MetricsWriter::new(MetricsNamespace::default(), "fn-gas", Sensor::Gasdetector);
+        let stats = DownstreamStats::default();
+        let metrics = |stream| RequestMetrics {
+            counts: RequestCounts {
+                stored: 7,
+                stream,
+                ..Default::default()
+            },
+            unavailable: false,
+            cold_start: false,
+            downstream: &stats,
+        };
+        let batch = StreamCounts {
+            records: 5,
+            dropped: 1,
+            retried: 2,
+        };
+        let line: Value =
+            serde_json::from_str(&writer.lines("r", &metrics(Some(batch)), 1)[0]).unwrap();
+        assert_eq!(
+            (
+                &line["StreamRecords"],
+                &line["StreamRecordsDropped"],
+                &line["StreamRecordsRetried"]
+            ),
+            (&json!(5.0), &json!(1.0), &json!(2.0))
+        );
+        let names = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
+        assert!(names.contains("StreamRecordsDropped"), "{names}");
+        let http: Value = serde_json::from_str(&writer.lines("r", &metrics(None), 1)[0]).unwrap();
+        assert!(http.get("StreamRecords").is_none(), "{http}");
     }
 
     #[test]
