@@ -2,6 +2,7 @@
 //! plain std, no shell scripts.
 
 mod bench;
+mod bench_fleet;
 mod build_lambda;
 mod cargo_tools;
 mod deny;
@@ -30,6 +31,7 @@ commands:
   deny           cargo deny check bans licenses sources (+ advisories when the network is reachable)
   fuzz [secs]    run the parser/validation fuzz target (default 60 s) and minimize its corpus
   bench-cold     cold-start, memory and warm-path benchmarks against baselines (target/bench/cold.md)
+  bench-fleet    simulated boxes over MQTT through the direct and the stream path, with faults (target/fleetload/report.md)
   stats [--every SECS]   sum the EMF metrics the functions printed under `cargo xtask dev`
 ";
 
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         "deny" => deny::check(rest),
         "fuzz" => fuzz::run_fuzz(rest),
         "bench-cold" => bench::cold(rest),
+        "bench-fleet" => bench_fleet::run_fleet(rest),
         "stats" => stats::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
