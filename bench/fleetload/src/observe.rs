@@ -128,6 +128,8 @@ pub fn watch_count(search: Search, target: u64) -> watch::Receiver<Progress> {
 pub struct Latency {
     found: Arc<Mutex<Vec<Duration>>>,
     pending: Arc<Mutex<usize>>,
+    /// Completed polling rounds.
+    rounds: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -141,6 +143,7 @@ impl Latency {
     pub fn start(search: Search, published: Published) -> Latency {
         let found = Arc::new(Mutex::new(Vec::new()));
         let pending_count = Arc::new(Mutex::new(0usize));
+        let (rounds_tx, rounds) = watch::channel(0u64);
         let task = {
             let found = found.clone();
             let pending_count = pending_count.clone();
@@ -167,6 +170,7 @@ impl Latency {
                     }
                     pending.retain(|(id, _)| !id.is_empty());
                     *lock(&pending_count) = pending.len();
+                    rounds_tx.send_modify(|n| *n += 1);
                     let next = started + Duration::from_millis(100);
                     tokio::time::sleep_until(next).await;
                 }
@@ -175,8 +179,17 @@ impl Latency {
         Latency {
             found,
             pending: pending_count,
+            rounds,
             task,
         }
+    }
+
+    /// Waits (at most `wait`) for a whole polling round that started after this call, so
+    /// a reading that became searchable before it is counted.
+    pub async fn settle(&self, wait: Duration) {
+        let mut rounds = self.rounds.clone();
+        let now = *rounds.borrow_and_update();
+        let _ = tokio::time::timeout(wait, rounds.wait_for(|n| *n >= now + 2)).await;
     }
 
     /// The times measured so far, and how many timed readings are still not found.

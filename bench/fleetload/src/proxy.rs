@@ -60,6 +60,8 @@ pub struct Counts {
     pub bulk_requests: u64,
     pub bulk_bytes: u64,
     pub bulk_docs: u64,
+    /// The most documents one `_bulk` carried.
+    pub bulk_docs_max: u64,
     /// `POST /things/<thing>/shadow?name=...` per thing, and the 409s among them.
     pub shadow_writes: BTreeMap<String, u64>,
     pub shadow_conflicts: u64,
@@ -107,6 +109,7 @@ impl Counts {
             bulk_requests: self.bulk_requests - before.bulk_requests,
             bulk_bytes: self.bulk_bytes - before.bulk_bytes,
             bulk_docs: self.bulk_docs - before.bulk_docs,
+            bulk_docs_max: self.bulk_docs_max,
             shadow_writes: sub_map(&self.shadow_writes, &before.shadow_writes),
             shadow_conflicts: self.shadow_conflicts - before.shadow_conflicts,
             shadow_write_seconds: self
@@ -342,7 +345,9 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         Call::Bulk => {
             counts.bulk_requests += 1;
             counts.bulk_bytes += body.len() as u64;
-            counts.bulk_docs += bulk_docs(&body);
+            let docs = bulk_docs(&body);
+            counts.bulk_docs += docs;
+            counts.bulk_docs_max = counts.bulk_docs_max.max(docs);
         }
         Call::ShadowWrite(thing) => {
             let second = state.started.elapsed().as_secs();

@@ -301,7 +301,7 @@ fn details(runs: &[RunResult]) -> String {
             .map(|(name, t)| format!("{name} {:.2} s", *t as f64 / r.ticks_per_s as f64))
             .collect();
         out.push_str(&format!(
-            "- {} {} boxes, fault {}: setup {:.0} s;{} {} readings published ({} PUBLISH packets, {} PUBACKs, {} connection errors); {} invocations ({} errors); {} `_bulk` ({} documents, {} bytes, {} refused while down); {} shadow writes ({} conflicts), {} shadow reads, {} warnings published; {} timed readings ({} never found); function CPU {} over {} process(es){}{}\n",
+            "- {} {} boxes, fault {}: setup {:.0} s;{} {} readings published ({} PUBLISH packets, {} PUBACKs, {} connection errors); {} invocations ({} errors); {} `_bulk` ({} documents, at most {} in one, {} bytes, {} refused while down); {} shadow writes ({} conflicts), {} shadow reads, {} warnings published; {} timed readings ({} never found); function CPU {} over {} process(es){}{}\n",
             r.path.name(),
             r.boxes,
             r.fault.name(),
@@ -315,6 +315,7 @@ fn details(runs: &[RunResult]) -> String {
             r.invoke.invocation_errors,
             r.opensearch.bulk_requests,
             r.opensearch.bulk_docs,
+            r.opensearch.bulk_docs_max,
             r.opensearch.bulk_bytes,
             r.opensearch.refused,
             r.iot.total_shadow_writes(),
@@ -378,6 +379,7 @@ pub fn json_run(r: &RunResult) -> Value {
             "requests": r.opensearch.requests,
             "bulk_requests": r.opensearch.bulk_requests,
             "bulk_docs": r.opensearch.bulk_docs,
+            "bulk_docs_max": r.opensearch.bulk_docs_max,
             "bulk_bytes": r.opensearch.bulk_bytes,
             "refused_while_down": r.opensearch.refused,
         },

@@ -301,6 +301,7 @@ pub async fn run(options: &Options, path: IngestPath, n: usize, fault: Fault) ->
     }
 
     // The verdicts.
+    latency.settle(Duration::from_secs(10)).await;
     let (latencies, timed_missing) = latency.results();
     drop(latency);
     let mut latencies_ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
