@@ -16,7 +16,7 @@ use sensor_aws::{sdk_config, IotPublisher, IotRegistry, OpenSearchIndexer, Shado
 use sensor_core::binding::{Binding, BindingError};
 use sensor_core::downstream::DownstreamStats;
 use sensor_core::pipeline::Outcome;
-use sensor_core::pipeline::Pipeline;
+use sensor_core::pipeline::{Pipeline, Sent};
 use sensor_core::ports::{
     AlarmStore, Indexer, MemoryAlarmStore, MemoryRegistry, Publisher, Registry,
 };
@@ -368,10 +368,11 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
                                 Payload::Batch(items) => items,
                             };
                             for value in values {
-                                readings.push((
-                                    Some((&things[t], group)),
-                                    self.pipeline.validate(value),
-                                ));
+                                readings.push(Sent {
+                                    message: r,
+                                    sender: Some((&things[t], group)),
+                                    reading: self.pipeline.validate(value),
+                                });
                                 owners.push(r);
                             }
                         }

@@ -1,6 +1,7 @@
 //! The stream path at the function: Lambda's Kinesis events from the event source
 //! mapping, each record the stream rule's `{"thing", "sensor", "groupid", "payload"}`.
-//! A batch is one pipeline call (alarm state once per group, size-bounded bulks); the
+//! A batch is one pipeline call (alarm state written once per group, its records applied
+//! one after another as the direct path would; size-bounded bulks); the
 //! answer lists only the records to retry; a poison record is final and never blocks
 //! the shard. Fakes for the ports; the stream itself is in `tests/` and `local-aws`.
 
@@ -365,4 +366,78 @@ async fn the_sample_kinesis_event_is_stored_and_warns_once() {
         .filter(|(_, m)| m.get("warning").is_some())
         .count();
     assert_eq!(warnings, 1, "the third reading's no2 of 95 warns");
+}
+
+/// The direct path's event for one MQTT message: what the data rule hands the function.
+fn from_mqtt(thing: &str, payload: &[u8]) -> Request {
+    let event = json!({"thing": thing, "payload": b64(payload)});
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// The alarm transitions published so far, in order: `"alarm"` or `"normal"` (a clear).
+fn transitions(h: &Harness) -> Vec<String> {
+    h.sent()
+        .into_iter()
+        .filter_map(|(_, m)| m.get("state").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_announces_every_transition_the_direct_path_would() {
+    // Two episodes of group 2 within one batch, from two boxes: each record is what one
+    // MQTT message would have been on the direct path, and must count as one.
+    let rules = [("RULES", r#"{"no2": {"high": 70, "clear": 60, "for": 1}}"#)];
+    let messages: Vec<(&str, Vec<u8>)> = vec![
+        ("pi-a", batch("2", 0..2, "95")),
+        ("pi-c", batch("2", 2..4, "20")),
+        ("pi-a", batch("2", 4..5, "96")),
+        ("pi-c", batch("2", 5..7, "20")),
+    ];
+
+    let direct = harness(&rules);
+    for (thing, payload) in &messages {
+        let response = direct
+            .app
+            .invoke(from_mqtt(thing, payload))
+            .await
+            .expect("no function error");
+        assert_eq!(response.status(), 200, "{}", json_of(&response));
+    }
+    let expected = transitions(&direct);
+    assert_eq!(expected, ["alarm", "normal", "alarm", "normal"]);
+
+    let streamed = harness(&rules);
+    let records: Vec<(String, Vec<u8>)> = messages
+        .iter()
+        .enumerate()
+        .map(|(n, (thing, payload))| {
+            (
+                n.to_string(),
+                rule_record(thing, "gasdetector", "2", payload),
+            )
+        })
+        .collect();
+    let response = streamed
+        .app
+        .invoke(kinesis_event(&records))
+        .await
+        .expect("no function error");
+    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    assert_eq!(transitions(&streamed), expected);
+    assert_eq!(
+        *streamed.alarms.stores.lock().unwrap(),
+        1,
+        "still one state write for the group"
+    );
+    // A record resent within the batch (the box published it twice) is no new episode.
+    let mut twice = records.clone();
+    twice.push(("4".to_string(), records[2].1.clone()));
+    let again = harness(&rules);
+    let response = again
+        .app
+        .invoke(kinesis_event(&twice))
+        .await
+        .expect("no function error");
+    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    assert_eq!(transitions(&again), expected);
 }

@@ -116,7 +116,9 @@ impl<A: AlarmStore, P: Publisher> Alarms<'_, A, P> {
                 }
             })
             .collect();
-        let to_publish = match self.commit(group, &inputs, arrival, deadline).await {
+        let messages: Vec<usize> = members.iter().map(|&n| checked[n].1.message).collect();
+        let runs = message_runs(&messages);
+        let to_publish = match self.commit(group, &inputs, &runs, arrival, deadline).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(sensor = %self.settings.sensor, group = %group.as_str(), reason = %e, "alarm state not committed");
@@ -165,13 +167,15 @@ impl<A: AlarmStore, P: Publisher> Alarms<'_, A, P> {
             .collect()
     }
 
-    /// Applies `inputs` to the group's state and commits it (conditional on the version
-    /// read, recomputed after every lost race); the messages to publish: the new
+    /// Applies `inputs` to the group's state, one message's run of them after another
+    /// (`runs`, from [`message_runs`]), and commits the result once (conditional on the
+    /// version read, recomputed after every lost race); the messages to publish: the new
     /// transitions and the committed ones of resent readings.
     async fn commit(
         &self,
         group: &GroupId,
         inputs: &[Input<'_>],
+        runs: &[std::ops::Range<usize>],
         arrival: Arrival,
         deadline: Instant,
     ) -> Result<Vec<Pending>, DownstreamError> {
@@ -184,11 +188,18 @@ impl<A: AlarmStore, P: Publisher> Alarms<'_, A, P> {
             deadline,
             |current| {
                 let mut state = current.clone();
-                let step = machine::apply(&mut state, inputs, rules, arrival);
-                let mut messages = step.messages;
-                for (input, disposition) in inputs.iter().zip(&step.dispositions) {
-                    if *disposition == Disposition::Resent {
-                        messages.extend(state.pending_for(input.id).cloned());
+                let mut messages = Vec::new();
+                for run in runs {
+                    let inputs = &inputs[run.clone()];
+                    let step = machine::apply(&mut state, inputs, rules, arrival);
+                    messages.extend(step.messages);
+                    for (input, disposition) in inputs.iter().zip(&step.dispositions) {
+                        // A reading resent within the call (two records of one batch)
+                        // already has its messages here.
+                        let known = messages.iter().any(|m| m.id == input.id);
+                        if *disposition == Disposition::Resent && !known {
+                            messages.extend(state.pending_for(input.id).cloned());
+                        }
                     }
                 }
                 if state == *current {
@@ -210,5 +221,31 @@ impl<A: AlarmStore, P: Publisher> Alarms<'_, A, P> {
                 Err(e)
             }
         }
+    }
+}
+
+/// The runs of equal message numbers in `messages` (one group's readings in call order),
+/// as index ranges: each run is what one request would have carried, so the state machine
+/// applies it in one step, as it would that request.
+fn message_runs(messages: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if messages[run.start] == *message => run.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_runs;
+
+    #[test]
+    fn a_run_is_one_message() {
+        assert_eq!(message_runs(&[]), vec![]);
+        assert_eq!(message_runs(&[0, 0, 0]), vec![0..3]);
+        assert_eq!(message_runs(&[0, 1, 1, 4, 0]), vec![0..1, 1..3, 3..4, 4..5]);
     }
 }

@@ -10,6 +10,8 @@ use sensor_model::warning::Warning;
 
 /// A validated reading and what the rules made of it.
 pub(super) struct Checked {
+    /// The message of the call it came in ([`super::Sent::message`]).
+    pub message: usize,
     pub reading: Reading,
     pub document: Document,
     pub warnings: Vec<Warning>,

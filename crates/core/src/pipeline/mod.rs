@@ -44,12 +44,18 @@ use sensor_model::topic::Topic;
 use sensor_model::warning::Warning;
 use tokio::time::Instant;
 
-/// A reading (or why it is not one) and the box that sent it with the group the registry
-/// binds that box to; `None` when no box is named (a shared-key route, an operator).
-pub type Sent<'a> = (
-    Option<(&'a ThingName, &'a GroupId)>,
-    Result<Reading, ValidationError>,
-);
+/// A reading (or why it is not one) as it arrived: the message it came in and the box
+/// that sent it, with the group the registry binds that box to.
+pub struct Sent<'a> {
+    /// Which message of the call it came in (a stream batch's record index; 0 for a
+    /// request). A group's alarm state applies one message after another, in this order,
+    /// exactly as separate requests would: a batch of records changes nothing in which
+    /// transitions are announced.
+    pub message: usize,
+    /// `None` when no box is named (a shared-key route, an operator).
+    pub sender: Option<(&'a ThingName, &'a GroupId)>,
+    pub reading: Result<Reading, ValidationError>,
+}
 
 pub struct Pipeline<P, I, A = MemoryAlarmStore> {
     settings: PipelineSettings,
@@ -139,20 +145,23 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         readings: Vec<Result<Reading, ValidationError>>,
         deadline: Instant,
     ) -> Vec<Outcome> {
-        let readings = readings.into_iter().map(|r| (sender, r)).collect();
+        let readings = readings
+            .into_iter()
+            .map(|reading| Sent {
+                message: 0,
+                sender,
+                reading,
+            })
+            .collect();
         self.ingest_with(self.retry, readings, deadline).await
     }
 
-    /// Like [`Pipeline::ingest_from`] for readings of many boxes at once (a stream batch):
-    /// each reading with its own sender. Alarm state is still read and written once per
-    /// group for the whole call, and the documents go out as size-bounded bulks.
-    pub async fn ingest_each(&self, readings: Vec<Sent<'_>>, deadline: Instant) -> Vec<Outcome> {
-        self.ingest_with(self.retry, readings, deadline).await
-    }
-
-    /// [`Pipeline::ingest_each`] for a stream batch: the same stages, each downstream call
-    /// retried until `deadline` ([`RetryPolicy::until_deadline`]), since the event source
-    /// mapping's own retries are few and nobody waits on the answer.
+    /// Like [`Pipeline::ingest_from`] for a stream batch: readings of many boxes and
+    /// records at once, each with its own sender and record, in stream order. A group's
+    /// alarm state is read and written once for the whole call (its records applied one
+    /// after another), the documents go out as size-bounded bulks, and each downstream
+    /// call is retried until `deadline` ([`RetryPolicy::until_deadline`]), since the event
+    /// source mapping's own retries are few and nobody waits on the answer.
     pub async fn ingest_stream_batch(
         &self,
         readings: Vec<Sent<'_>>,
@@ -171,7 +180,15 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
         let arrival = self.arrival(Utc::now());
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(readings.len());
         let mut checked: Vec<(usize, Checked)> = Vec::new();
-        for (i, (sender, reading)) in readings.into_iter().enumerate() {
+        for (
+            i,
+            Sent {
+                message,
+                sender,
+                reading,
+            },
+        ) in readings.into_iter().enumerate()
+        {
             match reading {
                 Err(e) => outcomes.push(Some(Outcome::Invalid(e))),
                 Ok(reading) => {
@@ -193,6 +210,7 @@ impl<P: Publisher, I: Indexer, A: AlarmStore> Pipeline<P, I, A> {
                     checked.push((
                         i,
                         Checked {
+                            message,
                             reading,
                             document,
                             warnings,
