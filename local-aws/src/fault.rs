@@ -6,21 +6,15 @@
 //! Error answers carry both AWS shapes: an `x-amzn-ErrorType` header with a JSON
 //! `message` (what the AWS SDKs parse) and an OpenSearch-style `error.type`/`status`.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use crate::http::{self, HttpResponse, ProxyClient, Server};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::Request;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// One kind of injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,20 +100,13 @@ struct State {
     config: FaultConfig,
     rng: Mutex<fastrand::Rng>,
     stats: Mutex<FaultStats>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: ProxyClient,
 }
 
 /// A running proxy; stops accepting when dropped.
 pub struct FaultProxy {
-    addr: SocketAddr,
+    server: Server,
     state: Arc<State>,
-    shutdown: watch::Sender<bool>,
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-    }
 }
 
 impl FaultProxy {
@@ -136,30 +123,28 @@ impl FaultProxy {
                 "fault rate must be in [0, 1] with at least one fault",
             ));
         }
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_string(),
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             config,
             stats: Mutex::new(FaultStats::default()),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: http::proxy_client(),
         });
-        let (shutdown, stop) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, state.clone(), stop));
-        Ok(FaultProxy {
-            addr,
-            state,
-            shutdown,
+        let handler_state = state.clone();
+        let server = http::serve_or_reset(addr, move |request| {
+            let state = handler_state.clone();
+            async move { handle(&state, request).await }
         })
+        .await?;
+        Ok(FaultProxy { server, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     pub fn stats(&self) -> FaultStats {
@@ -171,40 +156,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        // A connection the proxy closes is reset (RST), not closed gracefully.
-        let _ = stream.set_zero_linger();
-        let state = state.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { handle(&state, request).await }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stop.changed() => {}
-            }
-        });
-    }
-}
-
 /// `Err` makes hyper drop the connection without an answer: the injected reset.
-async fn handle(state: &State, request: Request<Incoming>) -> io::Result<Response<Full<Bytes>>> {
+async fn handle(state: &State, request: Request<Incoming>) -> io::Result<HttpResponse> {
     let fault = {
         let mut rng = lock(&state.rng);
         let faulty = state.config.rate > 0.0 && rng.f64() < state.config.rate;
@@ -233,49 +186,26 @@ async fn handle(state: &State, request: Request<Incoming>) -> io::Result<Respons
     }
 }
 
-async fn forward(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn forward(state: &State, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) => return plain(400, &format!("fault proxy: reading the request: {e}")),
-    };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri: Uri = match format!("{}{path}", state.upstream).parse() {
-        Ok(uri) => uri,
-        Err(e) => return plain(400, &format!("fault proxy: bad path: {e}")),
-    };
-    let mut upstream = Request::builder().method(parts.method).uri(uri);
-    for (name, value) in &parts.headers {
-        upstream = upstream.header(name, value);
-    }
-    let upstream = match upstream.body(Full::new(body)) {
-        Ok(r) => r,
-        Err(e) => return plain(400, &format!("fault proxy: {e}")),
+        Err(e) => return http::plain(400, &format!("fault proxy: reading the request: {e}")),
     };
     lock(&state.stats).forwarded += 1;
-    let response = match state.client.request(upstream).await {
-        Ok(r) => r,
+    match http::forward(&state.client, &state.upstream, &parts, body).await {
+        Ok(response) => response,
         Err(e) => {
-            lock(&state.stats).upstream_errors += 1;
-            return plain(502, &format!("fault proxy: upstream: {e}"));
-        }
-    };
-    let (parts, body) = response.into_parts();
-    match body.collect().await {
-        Ok(collected) => Response::from_parts(parts, Full::new(collected.to_bytes())),
-        Err(e) => {
-            lock(&state.stats).upstream_errors += 1;
-            plain(502, &format!("fault proxy: upstream body: {e}"))
+            if e.status == 502 {
+                lock(&state.stats).upstream_errors += 1;
+            }
+            e.response("fault proxy")
         }
     }
 }
 
 /// An error answer both the AWS SDKs and OpenSearch clients understand.
-fn error_response(status: u16) -> Response<Full<Bytes>> {
+fn error_response(status: u16) -> HttpResponse {
     let (aws_type, os_type) = match status {
         429 => ("ThrottlingException", "es_rejected_execution_exception"),
         503 => ("ServiceUnavailableException", "unavailable"),
@@ -286,19 +216,7 @@ fn error_response(status: u16) -> Response<Full<Bytes>> {
         "error": {"type": os_type, "reason": format!("injected {status}")},
         "status": status,
     });
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("x-amzn-ErrorType", aws_type)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap_or_else(|_| plain(500, "injected"))
-}
-
-fn plain(status: u16, message: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(message.to_string())));
-    *response.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
-    response
+    http::json(status, &body, &[("x-amzn-ErrorType", aws_type)])
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
-//! The bit of hyper plumbing the HTTP servers share.
+//! The bit of hyper plumbing the HTTP servers share, and the reverse proxies' forwarding
+//! (local-aws's fault proxy, fleetload's counting proxies).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
 use std::convert::Infallible;
 use std::future::Future;
@@ -104,6 +107,26 @@ where
                     eprintln!("local-aws: TLS handshake from {peer} on {addr} refused: {e}")
                 }
             }
+        }
+    })
+    .await
+}
+
+/// Like [`serve`], for a handler that may refuse to answer: its `Err` drops the connection
+/// with a TCP reset (every connection lingers zero), as a failing peer would.
+pub async fn serve_or_reset<H, F>(addr: SocketAddr, handler: H) -> io::Result<Server>
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = io::Result<HttpResponse>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    accept_loop(addr, move |stream, _peer, _addr, stop| {
+        let handler = handler.clone();
+        async move {
+            // A connection closed on an `Err` is then reset (RST), not closed gracefully.
+            let _ = stream.set_zero_linger();
+            let service = service_fn(move |request| handler(request));
+            run_connection(stream, service, stop).await
         }
     })
     .await
@@ -222,6 +245,77 @@ pub fn json(status: u16, body: &serde_json::Value, extra: &[(&str, &str)]) -> Ht
             *fallback.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
             fallback
         })
+}
+
+/// A plain-text response (`status` 502 if it is no status code).
+pub fn plain(status: u16, message: &str) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(message.to_owned())));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    response
+}
+
+/// The HTTP client a reverse proxy forwards with.
+pub type ProxyClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn proxy_client() -> ProxyClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Why a request could not be forwarded, and the status a proxy answers it with.
+#[derive(Debug)]
+pub struct ForwardError {
+    /// 400 for a request that cannot be rebuilt for the upstream, 502 otherwise.
+    pub status: u16,
+    /// Nothing accepted the connection: the upstream never saw the request, so it can
+    /// be tried again.
+    pub refused: bool,
+    pub message: String,
+}
+
+impl ForwardError {
+    /// The proxy's answer for it, naming `proxy`.
+    pub fn response(&self, proxy: &str) -> HttpResponse {
+        plain(self.status, &format!("{proxy}: {}", self.message))
+    }
+}
+
+/// Sends the request `parts` + `body` to `upstream` (`http://host:port`, no path) with
+/// the same method, path, query and headers; the whole answer.
+pub async fn forward(
+    client: &ProxyClient,
+    upstream: &str,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<HttpResponse, ForwardError> {
+    let bad_request = |message: String| ForwardError {
+        status: 400,
+        refused: false,
+        message,
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = format!("{}{path}", upstream.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| bad_request(format!("bad path: {e}")))?;
+    let mut request = Request::builder().method(parts.method.clone()).uri(uri);
+    for (name, value) in &parts.headers {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(Full::new(body))
+        .map_err(|e| bad_request(e.to_string()))?;
+    let response = client.request(request).await.map_err(|e| ForwardError {
+        status: 502,
+        refused: e.is_connect(),
+        message: format!("upstream {upstream}: {e}"),
+    })?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| ForwardError {
+        status: 502,
+        refused: false,
+        message: format!("upstream body: {e}"),
+    })?;
+    Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
 }
 
 /// Percent-decodes a URL component (`+` is kept: it is a literal in paths).

@@ -10,7 +10,7 @@
 //! A module uses only modules of lower layers, so the modules form no circle (the test
 //! `modules_use_only_lower_layers` below checks every `crate::` path):
 //!
-//! 0. `http`: the hyper plumbing the servers share; `sdk`: the one SDK configuration of
+//! 0. [`http`]: the hyper plumbing the servers share, and a reverse proxy's forwarding; `sdk`: the one SDK configuration of
 //!    local-aws's own AWS clients; `counters`: waiting on a running piece's counts;
 //! 1. the rest of the base: `aws_error` (AWS's JSON error responses), `thing_name` (IoT
 //!    Core's thing and shadow names), `invoke` (the Lambda invoke API client),
@@ -49,7 +49,7 @@ pub mod destination;
 pub mod event_source;
 pub mod fault;
 pub mod gateway;
-mod http;
+pub mod http;
 mod invoke;
 pub mod iot;
 pub mod iot_rules;

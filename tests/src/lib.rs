@@ -177,6 +177,17 @@ pub async fn start_watch(
     env: &HashMap<String, String>,
     extra_args: &[&std::ffi::OsStr],
 ) -> (ChildGuard, u16) {
+    start_watch_logging(env, extra_args, None).await
+}
+
+/// [`start_watch`] with the functions' output (their log and EMF lines: watch passes their
+/// stdout through its own) appended to `log` instead of discarded.
+pub async fn start_watch_logging(
+    env: &HashMap<String, String>,
+    extra_args: &[&std::ffi::OsStr],
+    log: Option<std::fs::File>,
+) -> (ChildGuard, u16) {
+    let stdout = log.map_or_else(Stdio::null, Stdio::from);
     let cargo_lambda = ensure_python_package("cargo-lambda", || {
         let bin = venv_bin("cargo-lambda");
         bin.exists().then_some(bin)
@@ -192,7 +203,7 @@ pub async fn start_watch(
             .args(["-P", &port.to_string()])
             .args(extra_args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null()),
+            .stdout(stdout),
     );
     eventually("cargo lambda watch to listen", WATCH_BUILD, || {
         watch.assert_running();
@@ -307,6 +318,11 @@ impl OpenSearch {
         }
     }
 
+    /// Documents of group `group` in `index` after a refresh.
+    pub async fn count_group(&self, index: &str, group: &str) -> u64 {
+        self.count(index, json!({"term": {"groupid": group}})).await
+    }
+
     /// Waits until `index` holds at least `n` documents matching `query`; the count.
     pub async fn wait_count(&self, index: &str, query: Value, n: u64) -> u64 {
         eventually(&format!("{n} documents in {index}"), WAIT, || {
@@ -361,6 +377,35 @@ impl Subscriber {
         });
         (publish.topic, payload, publish.qos)
     }
+
+    /// Publishes a marker on `topic` through the IoT endpoint at `iot_url`; every message
+    /// received before it, as (topic, JSON payload). When the marker arrives, anything
+    /// published before it has been delivered, so "nothing else arrived" is proven.
+    pub async fn until_marker(&mut self, iot_url: &str, topic: &str) -> Vec<(String, Value)> {
+        publish_marker(iot_url, topic).await;
+        let mut before = Vec::new();
+        loop {
+            let (received, message, _) = self.next().await;
+            if received == topic {
+                return before;
+            }
+            before.push((received, message));
+        }
+    }
+}
+
+/// Publishes `{"marker":true}` on `topic` through the IoT endpoint at `iot_url`.
+pub async fn publish_marker(iot_url: &str, topic: &str) {
+    iot_client(iot_url)
+        .publish()
+        .topic(topic)
+        .qos(1)
+        .payload(aws_sdk_iotdataplane::primitives::Blob::new(
+            br#"{"marker":true}"#.to_vec(),
+        ))
+        .send()
+        .await
+        .expect("marker publish");
 }
 
 /// Broker + IoT endpoint in-process, osmem-server as a subprocess.
@@ -398,17 +443,7 @@ impl Peers {
     /// Publishes `marker` on `topic` through the IoT endpoint: once it arrives, anything
     /// published before it has been delivered, so "nothing else arrived" is proven.
     pub async fn publish_marker(&self, topic: &str) {
-        let client = iot_client(&self.iot.url());
-        client
-            .publish()
-            .topic(topic)
-            .qos(1)
-            .payload(aws_sdk_iotdataplane::primitives::Blob::new(
-                br#"{"marker":true}"#.to_vec(),
-            ))
-            .send()
-            .await
-            .expect("marker publish");
+        publish_marker(&self.iot.url(), topic).await;
     }
 }
 

@@ -4,7 +4,7 @@
 //! payload), the functions under `cargo lambda watch` asking moto's IoT registry (with
 //! `aws-sdk-iot`) which group the box belongs to, and osmem-server holding what was stored.
 
-use integration_tests::{eventually, gas_reading, iot_client, DeviceStack, Subscriber};
+use integration_tests::{eventually, gas_reading, DeviceStack, Subscriber};
 use local_aws::MqttPublisher;
 use serde_json::json;
 use std::time::Duration;
@@ -25,13 +25,6 @@ async fn publish(box_client: &MqttPublisher, thing: &str, payload: String) {
         )
         .await
         .expect("publish");
-}
-
-async fn count(stack: &DeviceStack, group: &str) -> u64 {
-    stack
-        .opensearch
-        .count("gasdetect", json!({"term": {"groupid": group}}))
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,13 +50,13 @@ async fn a_box_writes_only_its_own_group_and_a_move_takes_effect_after_the_ttl()
     );
     publish(&box_client, &thing, batch).await;
     let stored = eventually("its own group's reading", Duration::from_secs(60), || {
-        let count = count(&stack, &own);
+        let count = stack.opensearch.count_group("gasdetect", &own);
         async move { Some(count.await).filter(|n| *n >= 1) }
     })
     .await;
     assert_eq!(stored, 1);
     assert_eq!(
-        count(&stack, &other).await,
+        stack.opensearch.count_group("gasdetect", &other).await,
         0,
         "nothing stored for the other group"
     );
@@ -73,22 +66,10 @@ async fn a_box_writes_only_its_own_group_and_a_move_takes_effect_after_the_ttl()
     while !topics.contains(&format!("pi/{own}")) {
         topics.push(warnings.next().await.0);
     }
-    let marker = format!("pi/marker-{run}");
-    iot_client(&stack.iot.url())
-        .publish()
-        .topic(&marker)
-        .qos(1)
-        .payload(aws_sdk_iotdataplane::primitives::Blob::new(b"{}".to_vec()))
-        .send()
-        .await
-        .expect("marker");
-    loop {
-        let (topic, _, _) = warnings.next().await;
-        if topic == marker {
-            break;
-        }
-        topics.push(topic);
-    }
+    let after = warnings
+        .until_marker(&stack.iot.url(), &format!("pi/marker-{run}"))
+        .await;
+    topics.extend(after.into_iter().map(|(topic, _)| topic));
     assert_eq!(topics, [format!("pi/{own}")], "one alarm, its own group's");
 
     // Moved to the other group: within the cache TTL its readings for that group are
@@ -111,13 +92,13 @@ async fn a_box_writes_only_its_own_group_and_a_move_takes_effect_after_the_ttl()
                 publish(client, thing, reading).await;
                 // At most two readings a second while the old answer is still cached.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                Some(count(stack, other).await).filter(|n| *n >= 1)
+                Some(stack.opensearch.count_group("gasdetect", other).await).filter(|n| *n >= 1)
             }
         },
     )
     .await;
     // And its old group is now refused.
-    let before = count(&stack, &own).await;
+    let before = stack.opensearch.count_group("gasdetect", &own).await;
     // (A co sensor id of its own marks this message's readings.)
     let marked =
         |group: &str| gas_reading(group, "40", "2026-12-04 12:00:00").replace("0005", "9005");
@@ -136,7 +117,7 @@ async fn a_box_writes_only_its_own_group_and_a_move_takes_effect_after_the_ttl()
     })
     .await;
     assert_eq!(
-        count(&stack, &own).await,
+        stack.opensearch.count_group("gasdetect", &own).await,
         before,
         "the old group refused after the move"
     );

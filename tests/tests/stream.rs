@@ -6,7 +6,7 @@
 //! Kinesis batches, moto's registry binding each box to its group, and osmem-server
 //! holding what was stored.
 
-use integration_tests::{eventually, gas_reading, iot_client, DeviceStack, Subscriber};
+use integration_tests::{eventually, gas_reading, DeviceStack, Subscriber};
 use local_aws::MqttPublisher;
 use serde_json::json;
 use std::time::Duration;
@@ -20,13 +20,6 @@ async fn publish(client: &MqttPublisher, topic: &str, payload: String) {
         .publish(topic, payload.into(), 1, false)
         .await
         .expect("publish");
-}
-
-async fn count(stack: &DeviceStack, group: &str) -> u64 {
-    stack
-        .opensearch
-        .count("gasdetect", json!({"term": {"groupid": group}}))
-        .await
 }
 
 /// Box `b`'s message `m`: five readings a second apart, no2 from `no2(r)`.
@@ -84,7 +77,10 @@ async fn basic_ingest_batches_are_stored_once_by_few_invocations_and_warn_once()
     publish(&client, &topic(&format!("px-{run}"), &loud), stranger).await;
 
     let stored = eventually("all sixty readings", Duration::from_secs(120), || {
-        let (loud, quiet) = (count(&stack, &loud), count(&stack, &quiet));
+        let (loud, quiet) = (
+            stack.opensearch.count_group("gasdetect", &loud),
+            stack.opensearch.count_group("gasdetect", &quiet),
+        );
         async move {
             let (loud, quiet) = (loud.await, quiet.await);
             (loud >= 40 && quiet >= 20).then_some((loud, quiet))
@@ -122,30 +118,21 @@ async fn basic_ingest_batches_are_stored_once_by_few_invocations_and_warn_once()
         .await
         .expect("the resent records delivered");
     assert_eq!(
-        (count(&stack, &loud).await, count(&stack, &quiet).await),
+        (
+            stack.opensearch.count_group("gasdetect", &loud).await,
+            stack.opensearch.count_group("gasdetect", &quiet).await
+        ),
         (40, 20)
     );
 
     // Exactly one warning: the loud group's no2, once, though its reading was sent twice.
-    let marker = format!("pi/marker-{run}");
-    iot_client(&stack.iot.url())
-        .publish()
-        .topic(&marker)
-        .qos(1)
-        .payload(aws_sdk_iotdataplane::primitives::Blob::new(b"{}".to_vec()))
-        .send()
+    let seen: Vec<(String, serde_json::Value)> = warnings
+        .until_marker(&stack.iot.url(), &format!("pi/marker-{run}"))
         .await
-        .expect("marker");
-    let mut seen = Vec::new();
-    loop {
-        let (topic, message, _) = warnings.next().await;
-        if topic == marker {
-            break;
-        }
-        if message.get("warning").is_some() {
-            seen.push((topic, message["measure"].clone()));
-        }
-    }
+        .into_iter()
+        .filter(|(_, message)| message.get("warning").is_some())
+        .map(|(topic, message)| (topic, message["measure"].clone()))
+        .collect();
     assert_eq!(
         seen,
         [(format!("pi/{loud}"), json!("no2"))],

@@ -8,10 +8,12 @@
 //! Modules: [`options`] (the command line), [`readings`] (the fleet's readings and the
 //! alarm schedule, pure), [`proxy`] (the counting proxies), [`stack`] (one path's stack),
 //! [`boxes`] (the MQTT boxes), [`observe`] (document count, latency, warnings, CPU),
+//! [`durations`] (the function's own warm durations from its log, pure),
 //! [`warnings`] (the warnings judged, pure), [`run`] (one run), [`report`] (Markdown and
 //! JSON, pure).
 
 mod boxes;
+mod durations;
 mod observe;
 mod options;
 mod proxy;

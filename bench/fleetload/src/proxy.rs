@@ -5,8 +5,9 @@
 //! switched down: it then answers 503 (OpenSearch's shape) without forwarding.
 //!
 //! local-aws's `fault.rs` proxy injects random faults but counts only totals, so this one
-//! is separate: forward everything, count what matters, never time out (a stream batch
-//! riding out an outage holds its invocation open for a minute).
+//! is separate (both serve and forward with `local_aws::http`): forward everything, count
+//! what matters, never time out (a stream batch riding out an outage holds its
+//! invocation open for a minute).
 //!
 //! The invoke proxy keeps only a few invocations of a function at `cargo lambda watch`
 //! ([`Proxy::limit_per_function`]) and queues the rest here, in arrival order: watch's own
@@ -23,23 +24,18 @@
 //! is a cold start to its invoker, not an error.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::Request;
+use local_aws::http::{self, HttpResponse, ProxyClient, Server};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How long a request waits for an upstream that refuses connections.
 pub const UPSTREAM_WAIT: Duration = Duration::from_secs(120);
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -142,20 +138,13 @@ struct State {
     /// Per function: room at the upstream.
     room: Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
     limit: std::sync::atomic::AtomicUsize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: ProxyClient,
 }
 
 /// A running proxy; stops accepting when dropped.
 pub struct Proxy {
-    addr: SocketAddr,
+    server: Server,
     state: Arc<State>,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -165,8 +154,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Proxy {
     /// Listens on a free loopback port and forwards to `upstream` (`http://host:port`).
     pub async fn start(kind: Kind, upstream: &str) -> std::io::Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             kind,
             upstream: Mutex::new(upstream.trim_end_matches('/').to_owned()),
@@ -176,15 +163,20 @@ impl Proxy {
             in_flight: watch::channel(0).0,
             room: Mutex::new(BTreeMap::new()),
             limit: std::sync::atomic::AtomicUsize::new(4),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: http::proxy_client(),
         });
-        let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, state.clone(), stopped));
-        Ok(Proxy { addr, state, stop })
+        let handler_state = state.clone();
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = http::serve(loopback, move |request, _peer| {
+            let state = handler_state.clone();
+            async move { handle(&state, request).await }
+        })
+        .await?;
+        Ok(Proxy { server, state })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     pub fn counts(&self) -> Counts {
@@ -210,36 +202,6 @@ impl Proxy {
     /// Invocations in the proxy now (queued here or running), to wait on.
     pub fn in_flight(&self) -> watch::Receiver<u32> {
         self.state.in_flight.subscribe()
-    }
-}
-
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stop.changed() => {}
-            }
-        });
     }
 }
 
@@ -306,11 +268,11 @@ pub fn bulk_docs(body: &[u8]) -> u64 {
     (lines / 2) as u64
 }
 
-async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &State, request: Request<Incoming>) -> HttpResponse {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) => return plain(400, &format!("fleetload proxy: reading the request: {e}")),
+        Err(e) => return http::plain(400, &format!("fleetload proxy: reading the request: {e}")),
     };
     let call = classify(
         state.kind,
@@ -339,7 +301,9 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         _ => None,
     };
     let forwarded = forward(state, &parts, body.clone()).await;
-    let status = forwarded.as_ref().map_or(502, |r| r.status().as_u16());
+    let status = forwarded
+        .as_ref()
+        .map_or_else(|e| e.status, |r| r.status().as_u16());
     let mut counts = lock(&state.counts);
     match call {
         Call::Bulk => {
@@ -375,70 +339,40 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     }
     match forwarded {
         Ok(response) => response,
-        Err(why) => {
+        Err(e) => {
             counts.upstream_errors += 1;
-            plain(502, &why)
+            e.response("fleetload proxy")
         }
     }
 }
 
+/// Forwards to the current upstream; a refused connection waits (up to
+/// [`UPSTREAM_WAIT`]) for an upstream that is restarting.
 async fn forward(
     state: &State,
     parts: &hyper::http::request::Parts,
     body: Bytes,
-) -> Result<Response<Full<Bytes>>, String> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+) -> Result<HttpResponse, http::ForwardError> {
     let waiting_since = Instant::now();
-    let response = loop {
-        let base = lock(&state.upstream).clone();
-        let uri: Uri = format!("{base}{path}")
-            .parse()
-            .map_err(|e| format!("fleetload proxy: bad path: {e}"))?;
-        let mut upstream = Request::builder().method(parts.method.clone()).uri(uri);
-        for (name, value) in &parts.headers {
-            upstream = upstream.header(name, value);
-        }
-        let upstream = upstream
-            .body(Full::new(body.clone()))
-            .map_err(|e| format!("fleetload proxy: {e}"))?;
-        match state.client.request(upstream).await {
-            Ok(response) => break response,
+    loop {
+        let upstream = lock(&state.upstream).clone();
+        match http::forward(&state.client, &upstream, parts, body.clone()).await {
             // Refused: nothing got the request, so it can wait for the upstream.
-            Err(e) if e.is_connect() && waiting_since.elapsed() < UPSTREAM_WAIT => {
+            Err(e) if e.refused && waiting_since.elapsed() < UPSTREAM_WAIT => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => return Err(format!("fleetload proxy: upstream {base}: {e}")),
+            answer => return answer,
         }
-    };
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("fleetload proxy: upstream body: {e}"))?
-        .to_bytes();
-    Ok(Response::from_parts(parts, Full::new(body)))
+    }
 }
 
 /// OpenSearch's answer while it is unavailable.
-fn unavailable() -> Response<Full<Bytes>> {
+fn unavailable() -> HttpResponse {
     let body = serde_json::json!({
         "error": {"type": "unavailable", "reason": "fleetload: OpenSearch is down (fault)"},
         "status": 503,
     });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn plain(status: u16, message: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(message.to_owned())));
-    *response.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
-    response
+    http::json(503, &body, &[])
 }
 
 #[cfg(test)]

@@ -301,7 +301,7 @@ fn details(runs: &[RunResult]) -> String {
             .map(|(name, t)| format!("{name} {:.2} s", *t as f64 / r.ticks_per_s as f64))
             .collect();
         out.push_str(&format!(
-            "- {} {} boxes, fault {}: setup {:.0} s;{} {} readings published ({} PUBLISH packets, {} PUBACKs, {} connection errors); {} invocations ({} errors); {} `_bulk` ({} documents, at most {} in one, {} bytes, {} refused while down); {} shadow writes ({} conflicts), {} shadow reads, {} warnings published; {} timed readings ({} never found); function CPU {} over {} process(es){}{}\n",
+            "- {} {} boxes, fault {}: setup {:.0} s;{} {} readings published ({} PUBLISH packets, {} PUBACKs, {} connection errors); {} invocations ({} errors); {} `_bulk` ({} documents, at most {} in one, {} bytes, {} refused while down); {} shadow writes ({} conflicts), {} shadow reads, {} warnings published; {} timed readings ({} never found); function CPU {} over {} process(es); {}{}{}\n",
             r.path.name(),
             r.boxes,
             r.fault.name(),
@@ -326,6 +326,7 @@ fn details(runs: &[RunResult]) -> String {
             r.timed_missing,
             if cpu.is_empty() { "-".into() } else { cpu.join(", ") },
             r.processes,
+            duration_words(r),
             r.mapping.map_or(String::new(), |m| format!(
                 "; mapping: {} invocations, {} records delivered, {} retries, {} bisects, {} unreachable, {} batches given up",
                 m.invocations, m.records_delivered, m.retries, m.bisects, m.unreachable, m.failed_batches
@@ -337,6 +338,20 @@ fn details(runs: &[RunResult]) -> String {
         ));
     }
     out
+}
+
+/// The function's own warm durations in words.
+fn duration_words(r: &RunResult) -> String {
+    let Some(d) = r.durations else {
+        return "function durations: none logged".into();
+    };
+    let fit = d.fit.map_or(String::new(), |(fixed, per)| {
+        format!(", fit {fixed:.1} ms + {per:.3} ms per reading")
+    });
+    format!(
+        "function durations ({} warm invocations, own `request done`): p50 {:.1} ms, mean {:.1} ms, {:.1} readings each, {:.3} ms per reading{fit}",
+        d.invocations, d.p50_ms, d.mean_ms, d.readings_per_invocation, d.ms_per_reading
+    )
 }
 
 /// The raw numbers of one run.
@@ -417,6 +432,15 @@ pub fn json_run(r: &RunResult) -> Value {
             "ms": r.cpu_ms(),
             "processes_seen": r.processes,
         },
+        "function_durations": r.durations.map(|d| json!({
+            "warm_invocations": d.invocations,
+            "p50_ms": d.p50_ms,
+            "mean_ms": d.mean_ms,
+            "readings_per_invocation": d.readings_per_invocation,
+            "ms_per_reading": d.ms_per_reading,
+            "fit_fixed_ms": d.fit.map(|f| f.0),
+            "fit_ms_per_reading": d.fit.map(|f| f.1),
+        })),
         "stored": {
             "count": r.stored.count,
             "found": r.stored.found,
@@ -493,6 +517,7 @@ mod tests {
                 ..Stored::default()
             },
             warnings: Summary::default(),
+            durations: None,
             fault_log: Vec::new(),
         }
     }

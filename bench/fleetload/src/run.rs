@@ -3,6 +3,7 @@
 //! deadline; nothing sleeps and hopes.
 
 use crate::boxes::{self, Connected, FleetCounts, Published, Schedule};
+use crate::durations::{self, Durations};
 use crate::observe::{self, Cpu, Latency, Search, Warnings};
 use crate::options::{Fault, IngestPath, Options};
 use crate::proxy::Counts;
@@ -72,6 +73,9 @@ pub struct RunResult {
     pub processes: usize,
     pub stored: Stored,
     pub warnings: Summary,
+    /// The gasdetector function's own warm durations: stream invocations on the stream
+    /// path, the rule's direct ones on the direct path.
+    pub durations: Option<Durations>,
     /// What the fault did, in words.
     pub fault_log: Vec<String>,
 }
@@ -118,7 +122,12 @@ pub async fn run(options: &Options, path: IngestPath, n: usize, fault: Fault) ->
         path.name(),
         fault.name()
     );
-    let stack = stack::start(options, path, n).await;
+    let functions_log = options.out.join(format!(
+        "functions-{}-{n}-{}.log",
+        path.name(),
+        fault.name()
+    ));
+    let stack = stack::start(options, path, n, functions_log).await;
     println!(
         "   stack up in {:.1} s; connecting {n} boxes",
         secs(stack.setup)
@@ -339,6 +348,8 @@ pub async fn run(options: &Options, path: IngestPath, n: usize, fault: Fault) ->
         fault_log.push(format!("gasdetector processes at the end: {now:?}"));
     }
     let summary = warnings::summarize(&plan, &ids, &warnings_seen.messages());
+    let log = std::fs::read_to_string(&stack.functions_log).unwrap_or_default();
+    let durations = durations::summarize(&durations::parse(&log), path == IngestPath::Stream);
     let result = RunResult {
         path,
         boxes: n,
@@ -364,6 +375,7 @@ pub async fn run(options: &Options, path: IngestPath, n: usize, fault: Fault) ->
         processes,
         stored,
         warnings: summary,
+        durations,
         fault_log,
     };
     println!(

@@ -9,12 +9,14 @@ use crate::options::{IngestPath, Options};
 use crate::proxy::{Kind, Proxy};
 use crate::readings::{group, thing};
 use integration_tests::{
-    free_port, function_env, start_watch, wait_for_gasdetector, ChildGuard, Moto, OpenSearch,
+    free_port, function_env, start_watch_logging, wait_for_gasdetector, ChildGuard, Moto,
+    OpenSearch,
 };
 use local_aws::{GatewayConfig, KinesisConfig, MappingConfig, Stack, StackConfig, StreamConfig};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,8 @@ pub struct RunStack {
     pub watch_pids: Roots,
     watch_env: HashMap<String, String>,
     watch_args: Vec<String>,
+    /// Where the functions' JSON log lines go (appended across restarts).
+    pub functions_log: PathBuf,
     /// How long the bring-up took.
     pub setup: Duration,
 }
@@ -51,7 +55,8 @@ impl RunStack {
         let old = self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(old);
         let args: Vec<&OsStr> = self.watch_args.iter().map(OsStr::new).collect();
-        let (watch, port) = start_watch(&self.watch_env, &args).await;
+        let (watch, port) =
+            start_watch_logging(&self.watch_env, &args, append(&self.functions_log)).await;
         self.watch_pids
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -77,6 +82,17 @@ impl RunStack {
     }
 }
 
+/// `path` opened for appending (created if missing); `None`, and a line saying so, if it
+/// cannot be: the run goes on without the functions' timing.
+fn append(path: &Path) -> Option<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| eprintln!("fleetload: {}: {e}; no function timing", path.display()))
+        .ok()
+}
+
 /// Registers `boxes` things in moto's registry (`CreateThing` with the `groupid`
 /// attribute, as `fleet enroll` does).
 async fn register(moto: &Moto, boxes: usize) {
@@ -85,7 +101,14 @@ async fn register(moto: &Moto, boxes: usize) {
     }
 }
 
-pub async fn start(options: &Options, path: IngestPath, boxes: usize) -> RunStack {
+/// One path's stack for `boxes` boxes; the functions log to `functions_log` (emptied
+/// first).
+pub async fn start(
+    options: &Options,
+    path: IngestPath,
+    boxes: usize,
+    functions_log: PathBuf,
+) -> RunStack {
     let started = Instant::now();
     let opensearch = OpenSearch::start().await;
     let os_proxy = Proxy::start(Kind::OpenSearch, &opensearch.url)
@@ -102,12 +125,15 @@ pub async fn start(options: &Options, path: IngestPath, boxes: usize) -> RunStac
     let mut env: HashMap<String, String> = function_env(&iot_proxy.url(), &os_proxy.url());
     // The registry the functions bind boxes with; its cache keeps the default TTL (60 s).
     env.insert("AWS_ENDPOINT_URL_IOT".into(), moto.url.clone());
+    // Flat JSON lines: each invocation's `request done` gives its own duration.
+    env.insert("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into());
+    let _ = std::fs::remove_file(&functions_log);
     let concurrency = options.concurrency.to_string();
     let mut watch_args: Vec<&OsStr> = vec![OsStr::new("--concurrency"), OsStr::new(&concurrency)];
     if options.release {
         watch_args.push(OsStr::new("--release"));
     }
-    let (watch, watch_port) = start_watch(&env, &watch_args).await;
+    let (watch, watch_port) = start_watch_logging(&env, &watch_args, append(&functions_log)).await;
     let invoke_proxy = Proxy::start(Kind::Invoke, &format!("http://127.0.0.1:{watch_port}"))
         .await
         .expect("invoke proxy: no loopback port");
@@ -163,6 +189,7 @@ pub async fn start(options: &Options, path: IngestPath, boxes: usize) -> RunStac
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
+        functions_log,
         setup: started.elapsed(),
     }
 }

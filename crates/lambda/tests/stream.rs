@@ -56,6 +56,20 @@ fn rule_record(thing: &str, sensor: &str, group: &str, payload: &[u8]) -> Vec<u8
         .into_bytes()
 }
 
+/// Gas records of the stream rule, one per (thing, group, payload), with sequence numbers
+/// counting from `first`.
+fn gas_records(first: u64, messages: &[(&str, &str, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    (first..)
+        .zip(messages)
+        .map(|(sequence, (thing, group, payload))| {
+            (
+                sequence.to_string(),
+                rule_record(thing, "gasdetector", group, payload),
+            )
+        })
+        .collect()
+}
+
 /// Lambda's Kinesis event for `records` (sequence number, data), as the mapping sends it.
 fn kinesis_event(records: &[(String, Vec<u8>)]) -> Request {
     let records: Vec<Value> = records
@@ -87,6 +101,17 @@ fn batch(group: &str, seconds: std::ops::Range<u32>, no2: &str) -> Vec<u8> {
     serde_json::to_vec(&items).unwrap()
 }
 
+/// `records` as one batch through `h`'s function: the sequence numbers it hands back to
+/// retry.
+async fn retried(h: &Harness, records: &[(String, Vec<u8>)]) -> Vec<String> {
+    let response = h
+        .app
+        .invoke(kinesis_event(records))
+        .await
+        .expect("no function error");
+    failures(&json_of(&response))
+}
+
 fn failures(body: &Value) -> Vec<String> {
     body["batchItemFailures"]
         .as_array()
@@ -100,36 +125,17 @@ fn failures(body: &Value) -> Vec<String> {
 async fn a_batch_of_many_boxes_is_stored_with_one_bulk_and_one_state_write_per_group() {
     let h = harness(&[]);
     // Group 2 (two boxes) crosses no2's high threshold; group 9 stays quiet.
-    let records = vec![
-        (
-            "1".to_string(),
-            rule_record("pi-a", "gasdetector", "2", &batch("2", 0..10, "95")),
-        ),
-        (
-            "2".to_string(),
-            rule_record("pi-b", "gasdetector", "9", &batch("9", 0..10, "20")),
-        ),
-        (
-            "3".to_string(),
-            rule_record("pi-c", "gasdetector", "2", &batch("2", 10..20, "96")),
-        ),
-        (
-            "4".to_string(),
-            rule_record(
-                "pi-a",
-                "gasdetector",
-                "2",
-                &serde_json::to_vec(&reading("2", 20, "97")).unwrap(),
-            ),
-        ),
-    ];
-    let response = h
-        .app
-        .invoke(kinesis_event(&records))
-        .await
-        .expect("no function error");
-    let body = json_of(&response);
-    assert_eq!(failures(&body), Vec::<String>::new(), "{body}");
+    let single = serde_json::to_vec(&reading("2", 20, "97")).unwrap();
+    let records = gas_records(
+        1,
+        &[
+            ("pi-a", "2", batch("2", 0..10, "95")),
+            ("pi-b", "9", batch("9", 0..10, "20")),
+            ("pi-c", "2", batch("2", 10..20, "96")),
+            ("pi-a", "2", single),
+        ],
+    );
+    assert_eq!(retried(&h, &records).await, Vec::<String>::new());
     assert_eq!(h.indexed(), 31, "every reading stored once");
     assert_eq!(h.index_calls(), 1, "one bulk for the whole batch");
     // Once per group: the state records each group's newest reading, so a group's first
@@ -153,12 +159,7 @@ async fn a_batch_of_many_boxes_is_stored_with_one_bulk_and_one_state_write_per_g
 
     // The mapping retries a batch from its lowest failure; the same records again
     // store nothing twice and warn nothing twice.
-    let again = h
-        .app
-        .invoke(kinesis_event(&records))
-        .await
-        .expect("no function error");
-    assert_eq!(failures(&json_of(&again)), Vec::<String>::new());
+    assert_eq!(retried(&h, &records).await, Vec::<String>::new());
     assert_eq!(h.indexed(), 31);
     let warnings_after = h
         .sent()
@@ -205,13 +206,7 @@ async fn poison_records_are_final_and_never_fail_the_batch() {
             rule_record("pi-a", "gasdetector", "2", &good),
         ),
     ];
-    let response = h
-        .app
-        .invoke(kinesis_event(&records))
-        .await
-        .expect("no function error");
-    let body = json_of(&response);
-    assert_eq!(failures(&body), Vec::<String>::new(), "{body}");
+    assert_eq!(retried(&h, &records).await, Vec::<String>::new());
     assert_eq!(h.indexed(), 2, "only the good record's readings");
 }
 
@@ -228,20 +223,14 @@ fn kinesis_event_due_in(records: &[(String, Vec<u8>)], budget: std::time::Durati
 }
 
 fn three_records() -> Vec<(String, Vec<u8>)> {
-    vec![
-        (
-            "100".to_string(),
-            rule_record("pi-a", "gasdetector", "2", &batch("2", 0..3, "20")),
-        ),
-        (
-            "101".to_string(),
-            rule_record("pi-b", "gasdetector", "9", &batch("9", 0..3, "20")),
-        ),
-        (
-            "102".to_string(),
-            rule_record("pi-c", "gasdetector", "2", &batch("2", 3..6, "20")),
-        ),
-    ]
+    gas_records(
+        100,
+        &[
+            ("pi-a", "2", batch("2", 0..3, "20")),
+            ("pi-b", "9", batch("9", 0..3, "20")),
+            ("pi-c", "2", batch("2", 3..6, "20")),
+        ],
+    )
 }
 
 /// The 5th document (record 101's second reading) fails `times` times: first in the whole
@@ -298,16 +287,13 @@ async fn an_unavailable_registry_retries_only_its_records() {
     let h = harness(&[]);
     let indexer = h.indexer.clone();
     let app = h.app.with_registry(FlakyRegistry);
-    let records = vec![
-        (
-            "1".to_string(),
-            rule_record("pi-a", "gasdetector", "2", &batch("2", 0..2, "20")),
-        ),
-        (
-            "2".to_string(),
-            rule_record("pi-new", "gasdetector", "2", &batch("2", 2..4, "20")),
-        ),
-    ];
+    let records = gas_records(
+        1,
+        &[
+            ("pi-a", "2", batch("2", 0..2, "20")),
+            ("pi-new", "2", batch("2", 2..4, "20")),
+        ],
+    );
     let response = app
         .invoke(kinesis_event(&records))
         .await
@@ -329,12 +315,7 @@ async fn a_large_batch_goes_out_as_size_bounded_bulks() {
             )
         })
         .collect();
-    let response = h
-        .app
-        .invoke(kinesis_event(&records))
-        .await
-        .expect("no function error");
-    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    assert_eq!(retried(&h, &records).await, Vec::<String>::new());
     assert_eq!(h.indexed(), 500);
     let calls = h.indexer.calls.lock().unwrap().clone();
     assert!(calls.len() > 1, "{calls:?}");
@@ -387,15 +368,15 @@ async fn a_batch_announces_every_transition_the_direct_path_would() {
     // Two episodes of group 2 within one batch, from two boxes: each record is what one
     // MQTT message would have been on the direct path, and must count as one.
     let rules = [("RULES", r#"{"no2": {"high": 70, "clear": 60, "for": 1}}"#)];
-    let messages: Vec<(&str, Vec<u8>)> = vec![
-        ("pi-a", batch("2", 0..2, "95")),
-        ("pi-c", batch("2", 2..4, "20")),
-        ("pi-a", batch("2", 4..5, "96")),
-        ("pi-c", batch("2", 5..7, "20")),
+    let messages = [
+        ("pi-a", "2", batch("2", 0..2, "95")),
+        ("pi-c", "2", batch("2", 2..4, "20")),
+        ("pi-a", "2", batch("2", 4..5, "96")),
+        ("pi-c", "2", batch("2", 5..7, "20")),
     ];
 
     let direct = harness(&rules);
-    for (thing, payload) in &messages {
+    for (thing, _, payload) in &messages {
         let response = direct
             .app
             .invoke(from_mqtt(thing, payload))
@@ -407,22 +388,8 @@ async fn a_batch_announces_every_transition_the_direct_path_would() {
     assert_eq!(expected, ["alarm", "normal", "alarm", "normal"]);
 
     let streamed = harness(&rules);
-    let records: Vec<(String, Vec<u8>)> = messages
-        .iter()
-        .enumerate()
-        .map(|(n, (thing, payload))| {
-            (
-                n.to_string(),
-                rule_record(thing, "gasdetector", "2", payload),
-            )
-        })
-        .collect();
-    let response = streamed
-        .app
-        .invoke(kinesis_event(&records))
-        .await
-        .expect("no function error");
-    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    let records = gas_records(0, &messages);
+    assert_eq!(retried(&streamed, &records).await, Vec::<String>::new());
     assert_eq!(transitions(&streamed), expected);
     assert_eq!(
         *streamed.alarms.stores.lock().unwrap(),
@@ -433,11 +400,6 @@ async fn a_batch_announces_every_transition_the_direct_path_would() {
     let mut twice = records.clone();
     twice.push(("4".to_string(), records[2].1.clone()));
     let again = harness(&rules);
-    let response = again
-        .app
-        .invoke(kinesis_event(&twice))
-        .await
-        .expect("no function error");
-    assert_eq!(failures(&json_of(&response)), Vec::<String>::new());
+    assert_eq!(retried(&again, &twice).await, Vec::<String>::new());
     assert_eq!(transitions(&again), expected);
 }
