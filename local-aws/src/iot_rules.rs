@@ -14,7 +14,8 @@
 //!   [`StreamRule`] (its Kinesis action and error action).
 //!
 //! One MQTT connection subscribes to all of them; readings are invoked each in its own
-//! task, everything else is handled in arrival order.
+//! task (at most `INVOCATIONS_IN_FLIGHT` at once, the rest waiting in arrival order),
+//! everything else is handled in arrival order.
 
 use crate::invoke::{self, invoke, InvokeClient, InvokeError};
 use crate::mqtt_publisher::MqttPublisher;
@@ -27,6 +28,14 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+
+/// Readings being invoked at once; the rest wait here in arrival order. Lambda queues the
+/// rule's asynchronous invocations without such a bound, but a backlog (a saturated
+/// function, a slow downstream) held as open invoke requests would run the process out of
+/// file descriptors and past `cargo lambda watch`'s 100 waiting invocations a function
+/// (after which it answers none); waiting here costs a task and the message.
+const INVOCATIONS_IN_FLIGHT: usize = 32;
 
 /// What the rules act on.
 #[derive(Clone, Debug)]
@@ -67,6 +76,9 @@ struct Context {
     shadows: Shadows,
     publisher: MqttPublisher,
     client: InvokeClient,
+    /// Room for [`INVOCATIONS_IN_FLIGHT`] readings' invocations (fair: first come, first
+    /// served).
+    invocations: Semaphore,
 }
 
 impl IotRules {
@@ -132,6 +144,7 @@ impl IotRules {
             shadows,
             publisher,
             client: invoke::client(),
+            invocations: Semaphore::new(INVOCATIONS_IN_FLIGHT),
         });
         let task = tokio::spawn(async move {
             // Kept alive here: dropping the client would end the connection.
@@ -217,6 +230,8 @@ impl Context {
         };
         let event = data_event(thing, payload);
         let url = invoke::url(base, sensor);
+        // Never closed, so `Err` cannot happen; the permit is held until answered.
+        let _room = self.invocations.acquire().await;
         match invoke(&self.client, &url, &event, Duration::from_secs(120)).await {
             Ok(result) => {
                 let status = result.get("statusCode").and_then(Value::as_u64);
