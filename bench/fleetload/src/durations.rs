@@ -55,7 +55,9 @@ pub struct Durations {
     pub readings_per_invocation: f64,
     /// All their milliseconds over all their readings.
     pub ms_per_reading: f64,
-    /// Least squares `ms = fixed + per_reading x readings`, when the sizes vary.
+    /// `ms = fixed + per_reading x readings` by Theil-Sen (the median of the pairwise
+    /// slopes, then the median intercept), when the sizes vary: a few batches stalled on a
+    /// slow `_bulk` would tilt a least-squares line anywhere.
     pub fit: Option<(f64, f64)>,
 }
 
@@ -72,17 +74,20 @@ pub fn summarize(invocations: &[Invocation], stream: bool) -> Option<Durations> 
     let total_readings: f64 = chosen.iter().map(|i| i.readings as f64).sum();
     let mean_x = total_readings / n;
     let mean_y = total_ms / n;
-    let sxx: f64 = chosen
-        .iter()
-        .map(|i| (i.readings as f64 - mean_x).powi(2))
-        .sum();
-    let sxy: f64 = chosen
-        .iter()
-        .map(|i| (i.readings as f64 - mean_x) * (i.ms - mean_y))
-        .sum();
-    let fit = (sxx > 0.0).then(|| {
-        let slope = sxy / sxx;
-        (mean_y - slope * mean_x, slope)
+    let mut slopes: Vec<f64> = Vec::new();
+    for (i, a) in chosen.iter().enumerate() {
+        for b in &chosen[i + 1..] {
+            if a.readings != b.readings {
+                slopes.push((b.ms - a.ms) / (b.readings as f64 - a.readings as f64));
+            }
+        }
+    }
+    let fit = median(slopes).map(|slope| {
+        let intercepts = chosen
+            .iter()
+            .map(|i| i.ms - slope * i.readings as f64)
+            .collect();
+        (median(intercepts).unwrap_or(f64::NAN), slope)
     });
     Some(Durations {
         invocations: chosen.len(),
@@ -96,6 +101,16 @@ pub fn summarize(invocations: &[Invocation], stream: bool) -> Option<Durations> 
         },
         fit,
     })
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +156,18 @@ not json: watch's own line
         let d = summarize(&batches, true).unwrap();
         let (fixed, per) = d.fit.unwrap();
         assert!((fixed - 20.0).abs() < 1e-9 && (per - 0.05).abs() < 1e-12);
+        // One batch stalled for 3 s does not move the line.
+        let mut stalled = batches.clone();
+        stalled.push(Invocation {
+            readings: 300,
+            ms: 3000.0,
+            stream: true,
+        });
+        let (fixed, per) = summarize(&stalled, true).unwrap().fit.unwrap();
+        assert!(
+            (fixed - 20.0).abs() < 1.0 && (per - 0.05).abs() < 0.01,
+            "{fixed} {per}"
+        );
         assert_eq!(d.invocations, 4);
         assert!(summarize(&batches, false).is_none());
         let one_size = [Invocation {
