@@ -68,8 +68,7 @@ pub fn summarize(invocations: &[Invocation], stream: bool) -> Option<Durations> 
         return None;
     }
     let n = chosen.len() as f64;
-    let mut ms: Vec<f64> = chosen.iter().map(|i| i.ms).collect();
-    ms.sort_by(f64::total_cmp);
+    let ms: Vec<f64> = chosen.iter().map(|i| i.ms).collect();
     let total_ms: f64 = ms.iter().sum();
     let total_readings: f64 = chosen.iter().map(|i| i.readings as f64).sum();
     let mean_x = total_readings / n;
@@ -91,7 +90,7 @@ pub fn summarize(invocations: &[Invocation], stream: bool) -> Option<Durations> 
     });
     Some(Durations {
         invocations: chosen.len(),
-        p50_ms: crate::report::percentile(&ms, 50.0).unwrap_or(f64::NAN),
+        p50_ms: median(ms).unwrap_or(f64::NAN),
         mean_ms: mean_y,
         readings_per_invocation: mean_x,
         ms_per_reading: if total_readings > 0.0 {
