@@ -348,7 +348,6 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
             .collect()
             .await;
         let mut readings = Vec::new();
-        let mut owners: Vec<usize> = Vec::new();
         let mut sequences: Vec<String> = Vec::with_capacity(records.len());
         let mut failed: Vec<bool> = vec![false; records.len()];
         let mut dropped = 0u32;
@@ -373,7 +372,6 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
                                     sender: Some((&things[t], group)),
                                     reading: self.pipeline.validate(value),
                                 });
-                                owners.push(r);
                             }
                         }
                         Err(BindingError::Refused(e)) => {
@@ -389,6 +387,8 @@ impl<P: Publisher, I: Indexer, A: AlarmStore, R: Registry> App<P, I, A, R> {
             }
             sequences.push(sequence);
         }
+        // The record each reading came in, for the readings the pipeline takes.
+        let owners: Vec<usize> = readings.iter().map(|sent| sent.message).collect();
         let outcomes = self.pipeline.ingest_stream_batch(readings, deadline).await;
         for (outcome, &r) in outcomes.iter().zip(&owners) {
             if matches!(outcome, Outcome::Unavailable { .. }) {

@@ -195,9 +195,10 @@ impl<A: AlarmStore, P: Publisher> Alarms<'_, A, P> {
                     messages.extend(step.messages);
                     for (input, disposition) in inputs.iter().zip(&step.dispositions) {
                         // A reading resent within the call (two records of one batch)
-                        // already has its messages here.
-                        let known = messages.iter().any(|m| m.id == input.id);
-                        if *disposition == Disposition::Resent && !known {
+                        // already has its messages here; only resends are looked up.
+                        if *disposition == Disposition::Resent
+                            && !messages.iter().any(|m| m.id == input.id)
+                        {
                             messages.extend(state.pending_for(input.id).cloned());
                         }
                     }
