@@ -180,15 +180,14 @@ pub struct Episode {
     pub cycle: u64,
 }
 
+/// The tests' fleet: `boxes` boxes, `readings` each a second from 2026-12-04 12:00 UTC,
+/// 1 in 10 timed.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-    use std::collections::HashSet;
-
-    fn plan(boxes: usize, readings: usize) -> Plan {
+impl Plan {
+    pub fn for_tests(seed: u64, boxes: usize, readings: usize) -> Plan {
+        use chrono::TimeZone;
         Plan {
-            seed: 22,
+            seed,
             boxes,
             readings,
             interval_s: 1.0,
@@ -198,6 +197,16 @@ mod tests {
                 .expect("a date"),
             sample: 10,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn plan(boxes: usize, readings: usize) -> Plan {
+        Plan::for_tests(22, boxes, readings)
     }
 
     #[test]

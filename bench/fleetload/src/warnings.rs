@@ -133,21 +133,10 @@ pub fn compare(baseline: &Summary, run: &Summary) -> Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
     use serde_json::json;
 
     fn plan() -> Plan {
-        Plan {
-            seed: 7,
-            boxes: 10,
-            readings: 20,
-            interval_s: 1.0,
-            t0: Utc
-                .with_ymd_and_hms(2026, 12, 4, 12, 0, 0)
-                .single()
-                .expect("a date"),
-            sample: 10,
-        }
+        Plan::for_tests(7, 10, 20)
     }
 
     /// The messages a perfect run sends: one per expected transition, from box `b`.
